@@ -1,0 +1,3 @@
+from leanaug.cli.main import main
+
+main()

@@ -1,0 +1,104 @@
+"""Networks for trajectory matching, usable with one flat parameter vector.
+
+The ConvNet is the one of the dataset-distillation literature (Zhao & Bilen; used by
+MTT, Cazenavette et al. 2022): ``depth`` x [conv3x3(width), norm, ReLU, avgpool 2x2],
+then a linear head. "Instance norm" there is ``GroupNorm(width, width)`` with affine
+parameters, which keeps the network free of running buffers so that a student can be
+evaluated with any flat parameter vector through :func:`torch.func.functional_call`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from leanaug.errors import LeanaugError
+from leanaug.registry import Registry
+
+NORMS: Registry[Callable[[int], nn.Module]] = Registry("norm")
+NORMS.register("instancenorm")(lambda c: nn.GroupNorm(c, c, affine=True))
+NORMS.register("groupnorm")(lambda c: nn.GroupNorm(min(4, c), c, affine=True))
+NORMS.register("none")(lambda c: nn.Identity())
+
+
+class ConvNet(nn.Module):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        image_size: tuple[int, int],
+        width: int = 128,
+        depth: int = 3,
+        norm: str = "instancenorm",
+    ) -> None:
+        super().__init__()
+        make_norm = NORMS.get(norm)
+        layers: list[nn.Module] = []
+        channels, (h, w) = in_channels, image_size
+        for _ in range(depth):
+            layers += [
+                nn.Conv2d(channels, width, kernel_size=3, padding=1),
+                make_norm(width),
+                nn.ReLU(inplace=False),
+                nn.AvgPool2d(kernel_size=2, stride=2),
+            ]
+            channels, h, w = width, h // 2, w // 2
+        if h < 1 or w < 1:
+            raise LeanaugError(f"ConvNet depth {depth} is too deep for {image_size} images")
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(width * h * w, num_classes)
+        self.config = dict(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            image_size=tuple(image_size),
+            width=width,
+            depth=depth,
+            norm=norm,
+        )
+
+    def embed(self, x: Tensor) -> Tensor:
+        return self.features(x).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.embed(x))
+
+
+class FlatModel:
+    """Call a module with its parameters given as one flat vector.
+
+    ``flat`` may require grad (the student's unrolled parameters); the module's own
+    parameters are only used for their shapes and as the default initial vector.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        if any(True for _ in module.buffers()):
+            raise LeanaugError("FlatModel needs a module without buffers (use instancenorm, not batchnorm)")
+        self.module = module
+        self.names = [n for n, _ in module.named_parameters()]
+        self.shapes = [p.shape for _, p in module.named_parameters()]
+        self.numels = [p.numel() for _, p in module.named_parameters()]
+        self.size = sum(self.numels)
+
+    def flat_parameters(self) -> Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self.module.parameters()])
+
+    def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
+        if flat.numel() != self.size:
+            raise LeanaugError(f"flat parameter vector has {flat.numel()} values, the network needs {self.size}")
+        chunks = torch.split(flat, self.numels)
+        return {n: c.view(s) for n, c, s in zip(self.names, chunks, self.shapes, strict=True)}
+
+    def load_into_module(self, flat: Tensor) -> None:
+        with torch.no_grad():
+            for p, v in zip(self.module.parameters(), self.unflatten(flat).values(), strict=True):
+                p.copy_(v)
+
+    def __call__(self, flat: Tensor, x: Tensor) -> Tensor:
+        return functional_call(self.module, self.unflatten(flat), (x,))
+
+
+NETWORKS: Registry[type[nn.Module]] = Registry("network")
+NETWORKS.register("convnet")(ConvNet)
