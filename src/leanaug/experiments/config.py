@@ -1,0 +1,319 @@
+"""One configuration schema for augmentation-subsampling runs.
+
+:class:`SubsampleConfig` is read from a YAML file (``--config FILE``) and from the CLI
+flags of ``leanaug subsample run``; flags override file values, file values override
+the defaults below. The resolved configuration is written to ``<out>/config.yaml``.
+
+Scores, policies and the featurizer are *specs*: a registry name with optional
+parameters, ``name:key=value,key=value`` (values parsed as YAML scalars, so ``k=5`` is
+an int). In a comma-separated flag, ``--policies random,update:k=5,refit=false,topk``
+a ``key=value`` item without a ``:`` belongs to the spec before it. In YAML a spec may
+also be a mapping ``{name: update, k: 5}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from leanaug.errors import LeanaugError
+
+#: Fields that say where or how fast a run is computed, not what it computes; changing
+#: them does not invalidate an output folder's finished results.
+EXECUTION_FIELDS = ("out", "n_jobs", "device")
+
+PAPER_BUDGETS = [1, 10, 50, 100, 250, 500, 750, 1000]
+
+
+@dataclass
+class SubsampleConfig:
+    """Everything that defines one augmentation-subsampling experiment.
+
+    ``trials`` applies to randomised (score, policy) pairs; a deterministic policy with a
+    deterministic score (``topk``, ``sv``, ...) gives the same selection every time and
+    is run once (trial 0).
+    """
+
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    classes: list[str | int] | None = field(default_factory=lambda: [3, 8])
+    n_train: int | None = 1000
+    subset: str = "first"
+    augment: str = "translate"
+    featurizer: str = "pixels"
+    featurizer_params: dict[str, Any] = field(default_factory=dict)
+    C: float = 1.0
+    scores: list[str] = field(default_factory=lambda: ["influence", "loss", "random"])
+    policies: list[str] = field(default_factory=lambda: ["random", "proportional", "topk"])
+    budgets: list[int] = field(default_factory=lambda: list(PAPER_BUDGETS))
+    trials: int = 5
+    seed: int = 0
+    out: str = "runs/subsample"
+    n_jobs: int = 1
+    device: str = "auto"
+
+    # -- conversions --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that determine the results (everything but :data:`EXECUTION_FIELDS`)."""
+        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+    @property
+    def featurizer_spec(self) -> str:
+        return format_spec(self.featurizer, self.featurizer_params)
+
+    # -- checks -------------------------------------------------------------------------
+    def validate(self) -> SubsampleConfig:
+        """Check names and numbers before any data is loaded; returns ``self``.
+
+        Raises :class:`LeanaugError` with a one-line message on the first problem.
+        """
+        from leanaug.features import FEATURIZERS
+        from leanaug.policies import POLICIES
+        from leanaug.scores import SCORES
+
+        if self.subset not in ("first", "random"):
+            raise LeanaugError(f"subset must be 'first' or 'random', got {self.subset!r}")
+        if self.classes is not None and len(self.classes) == 0:
+            raise LeanaugError(
+                "classes is empty: give at least two classes (e.g. --classes 3,8) or leave it out for all"
+            )
+        if self.classes is not None and len(set(map(str, self.classes))) != len(self.classes):
+            raise LeanaugError(f"classes has duplicates: {self.classes}")
+        if self.n_train is not None and self.n_train < 2:
+            raise LeanaugError(
+                f"n_train must be >= 2 (or left out for the whole training set), got {self.n_train}"
+            )
+        if not (isinstance(self.C, int | float) and self.C > 0 and self.C != float("inf")):
+            raise LeanaugError(f"C must be a positive number, got {self.C!r}")
+        if self.trials < 1:
+            raise LeanaugError(f"trials must be >= 1, got {self.trials}")
+        if self.n_jobs == 0:
+            raise LeanaugError(
+                "n_jobs must be a positive number of workers or -1 for all cores, got 0"
+            )
+        if not self.budgets:
+            raise LeanaugError(
+                "budgets is empty: give at least one budget (e.g. --budgets 1,10,50)"
+            )
+        bad = [b for b in self.budgets if b < 1]
+        if bad:
+            raise LeanaugError(f"budgets must be >= 1 (the number of augmented points), got {bad}")
+        if self.n_train is not None and max(self.budgets) > self.n_train:
+            raise LeanaugError(
+                f"budget {max(self.budgets)} is larger than n_train={self.n_train} "
+                "(a budget counts training points to augment)"
+            )
+        if not self.scores:
+            raise LeanaugError("scores is empty: give at least one score (e.g. --scores loss)")
+        if not self.policies:
+            raise LeanaugError(
+                "policies is empty: give at least one policy (e.g. --policies random)"
+            )
+        for spec in self.scores:
+            instantiate("score", SCORES, spec)
+        for spec in self.policies:
+            instantiate("policy", POLICIES, spec)
+        FEATURIZERS.get(self.featurizer)
+        for kind, specs in (("scores", self.scores), ("policies", self.policies)):
+            dup = {s for s in specs if specs.count(s) > 1}
+            if dup:
+                raise LeanaugError(f"{kind} lists {sorted(dup)} more than once")
+        return self
+
+
+# -- specs ------------------------------------------------------------------------------
+def parse_value(text: str) -> Any:
+    """``"5"`` -> 5, ``"0.5"`` -> 0.5, ``"true"`` -> True, ``"none"`` -> None, else the text."""
+    if text.strip().lower() in ("none", "null"):
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_spec(spec: str | dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``"update:k=5,refit=false"`` -> ``("update", {"k": 5, "refit": False})``."""
+    if isinstance(spec, dict):
+        if "name" not in spec:
+            raise LeanaugError(f"a spec given as a mapping needs a 'name' key, got {spec}")
+        params = {k: v for k, v in spec.items() if k != "name"}
+        if isinstance(params.get("params"), dict) and len(params) == 1:
+            params = params["params"]
+        return str(spec["name"]), params
+    if not isinstance(spec, str) or not spec.strip():
+        raise LeanaugError(f"expected a name like 'update' or 'update:k=5', got {spec!r}")
+    name, _, rest = spec.strip().partition(":")
+    params: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise LeanaugError(f"bad parameter {item!r} in {spec!r}: expected key=value")
+        params[key.strip()] = parse_value(value.strip())
+    return name.strip(), params
+
+
+def format_spec(name: str, params: dict[str, Any]) -> str:
+    """The inverse of :func:`parse_spec` (parameters in sorted order)."""
+    if not params:
+        return name
+    items = ",".join(f"{k}={_format_value(v)}" for k, v in sorted(params.items()))
+    return f"{name}:{items}"
+
+
+def _format_value(v: Any) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def normalize_spec(spec: str | dict[str, Any]) -> str:
+    return format_spec(*parse_spec(spec))
+
+
+def split_specs(text: str) -> list[str]:
+    """Split a comma-separated flag value into specs (see module doc)."""
+    specs: list[str] = []
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        if "=" in item and ":" not in item:
+            if not specs:
+                raise LeanaugError(f"parameter {item!r} in {text!r} comes before any name")
+            sep = "," if ":" in specs[-1] else ":"
+            specs[-1] = f"{specs[-1]}{sep}{item}"
+        else:
+            specs.append(item)
+    return specs
+
+
+def instantiate(kind: str, registry: Any, spec: str) -> Any:
+    """Build ``registry.get(name)(**params)``; bad parameters -> :class:`LeanaugError`."""
+    name, params = parse_spec(spec)
+    cls = registry.get(name)
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise LeanaugError(f"{kind} {name!r}: bad parameters {params}: {exc}") from None
+
+
+# -- resolution -------------------------------------------------------------------------
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(SubsampleConfig))
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict of known fields (unknown keys are an error)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LeanaugError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise LeanaugError(
+            f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise LeanaugError(f"config file {path} must be a YAML mapping of field: value")
+    unknown = sorted(set(data) - set(FIELD_NAMES))
+    if unknown:
+        raise LeanaugError(
+            f"config file {path}: unknown field(s) {unknown}; valid fields: {', '.join(FIELD_NAMES)}"
+        )
+    return data
+
+
+def _as_list(value: Any, what: str) -> list[Any]:
+    if isinstance(value, str):
+        return (
+            split_specs(value)
+            if what in ("scores", "policies")
+            else [v.strip() for v in value.split(",") if v.strip()]
+        )
+    if isinstance(value, list | tuple):
+        return list(value)
+    raise LeanaugError(f"{what} must be a list or a comma-separated string, got {value!r}")
+
+
+def _as_int(value: Any, what: str) -> int:
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        return int(value)
+    except (TypeError, ValueError):
+        raise LeanaugError(f"{what} must be an integer, got {value!r}") from None
+
+
+def _class_value(value: Any) -> str | int:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return value
+
+
+def _normalize(values: dict[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    if out.get("classes") is not None:
+        out["classes"] = [_class_value(c) for c in _as_list(out["classes"], "classes")]
+    for key in ("scores", "policies"):
+        out[key] = [normalize_spec(s) for s in _as_list(out[key], key)]
+    out["budgets"] = sorted({_as_int(b, "budgets") for b in _as_list(out["budgets"], "budgets")})
+    for key in ("trials", "seed", "n_jobs"):
+        out[key] = _as_int(out[key], key)
+    if out.get("n_train") is not None:
+        out["n_train"] = _as_int(out["n_train"], "n_train")
+    try:
+        out["C"] = float(out["C"])
+    except (TypeError, ValueError):
+        raise LeanaugError(f"C must be a number, got {out['C']!r}") from None
+    fname, fparams = parse_spec(out["featurizer"])
+    params = dict(out.get("featurizer_params") or {})
+    params.update(fparams)  # parameters in the spec win over featurizer_params
+    out["featurizer"], out["featurizer_params"] = fname, params
+    for key in ("data_dir", "out"):
+        if out.get(key) is not None:
+            out[key] = str(out[key])
+    return out
+
+
+def resolve_config(path: str | Path | None = None, **overrides: Any) -> SubsampleConfig:
+    """Defaults <- config file <- overrides (``None`` overrides are ignored), validated."""
+    values = SubsampleConfig().to_dict()
+    if path is not None:
+        values.update(load_config_file(path))
+    unknown = sorted(set(overrides) - set(FIELD_NAMES))
+    if unknown:
+        raise LeanaugError(
+            f"unknown config field(s) {unknown}; valid fields: {', '.join(FIELD_NAMES)}"
+        )
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return SubsampleConfig(**_normalize(values)).validate()
+
+
+#: ``leanaug demo``: digits 3 vs 8 on raw pixels, small enough for under a minute on 2 CPU
+#: cores. ``configs/demo.yaml`` holds the same values (a test keeps the two in sync).
+DEMO = dict(
+    dataset="digits",
+    classes=[3, 8],
+    n_train=None,
+    subset="first",
+    augment="translate",
+    featurizer="pixels",
+    featurizer_params={},
+    C=1.0,
+    scores=["influence", "loss", "random"],
+    policies=["random", "proportional", "topk"],
+    budgets=[1, 5, 10, 20, 40, 80, 160, 240],
+    trials=5,
+    seed=0,
+)
