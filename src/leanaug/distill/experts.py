@@ -1,0 +1,404 @@
+"""Expert trajectories for trajectory matching (MTT, Cazenavette et al. 2022).
+
+``train_experts`` trains ``experts`` ConvNets from different initialisations with plain
+SGD (lr 0.01, momentum 0, no weight decay, batch 256, cross-entropy, DSA with fresh
+parameters for every batch) and records the flat parameter vector after initialisation
+and after every epoch.
+
+Files (``DIR``)::
+
+    config.json                  what produced the trajectories (see ``expert_config``)
+    preprocess.json/.safetensors the fitted input transform (leanaug.distill.preprocess)
+    expert_000.safetensors       tensor ``trajectory`` (epochs_done + 1) x P float32,
+                                 row 0 = initialisation; metadata ``test_accuracy``
+                                 (JSON list, one per finished epoch), ``train_loss``
+    expert_001.safetensors ...
+
+Each expert file is rewritten atomically after every epoch. Every random choice is
+seeded from ``(seed, expert index, epoch)`` through :mod:`leanaug.seeding`, and SGD
+without momentum keeps no state beyond the parameters, so a killed run started again with
+the same arguments resumes at its last finished epoch and produces exactly the same files
+as an uninterrupted run (bit for bit on CPU; on CUDA up to the GPU kernels' own
+nondeterminism). Asking for more experts or epochs later extends the same trajectories.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from leanaug.data.base import ImageDataset
+from leanaug.device import resolve_device
+from leanaug.distill.dsa import DEFAULT_STRATEGY, DSA
+from leanaug.distill.networks import NETWORKS, FlatModel
+from leanaug.distill.preprocess import CONFIG_NAME as PREPROCESS_CONFIG
+from leanaug.distill.preprocess import Preprocessor
+from leanaug.distill.training import accuracy, train_epoch
+from leanaug.errors import DataError, LeanaugError
+from leanaug.results import read_json, write_json, write_with
+from leanaug.seeding import derive_seed, torch_generator
+
+FORMAT = "leanaug-experts/1"
+FILE_FORMAT = "leanaug-expert/1"
+CONFIG_NAME = "config.json"
+_EXPERT_RE = re.compile(r"^expert_(\d{3,})\.safetensors$")
+# Keys of config.json that may differ when a run is resumed or extended.
+_EXTENSIBLE_KEYS = ("experts", "epochs")
+
+
+@dataclass
+class ExpertTrajectory:
+    """One expert: ``trajectory`` (epochs_done + 1) x P, row 0 the initialisation."""
+
+    trajectory: Tensor
+    test_accuracy: list[float]
+    config: dict[str, Any]
+    train_loss: list[float] = field(default_factory=list)
+    path: Path | None = None
+
+    @property
+    def epochs_done(self) -> int:
+        return self.trajectory.shape[0] - 1
+
+    @property
+    def num_parameters(self) -> int:
+        return self.trajectory.shape[1]
+
+
+def expert_path(directory: str | os.PathLike[str], index: int) -> Path:
+    return Path(directory) / f"expert_{index:03d}.safetensors"
+
+
+def build_network(network_config: dict[str, Any]) -> nn.Module:
+    """A network from the ``network`` entry of config.json (``name`` + constructor kwargs)."""
+    cfg = dict(network_config)
+    name = cfg.pop("name", "convnet")
+    if "image_size" in cfg:
+        cfg["image_size"] = tuple(cfg["image_size"])
+    return NETWORKS.get(name)(**cfg)
+
+
+def dataset_fingerprint(dataset: ImageDataset) -> str:
+    """sha256 of the training images and labels: detects a different data set or subset."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(dataset.train_images).tobytes())
+    h.update(np.ascontiguousarray(dataset.train_labels).tobytes())
+    return h.hexdigest()
+
+
+def expert_config(
+    dataset: ImageDataset,
+    *,
+    dataset_spec: dict[str, Any] | None = None,
+    experts: int,
+    epochs: int,
+    width: int = 128,
+    depth: int = 3,
+    norm: str = "instancenorm",
+    lr: float = 0.01,
+    batch_size: int = 256,
+    zca: bool = False,
+    zca_eps: float = 0.1,
+    dsa_strategy: str = DEFAULT_STRATEGY,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The config.json of an expert run (also what a resumed run is checked against).
+
+    ``dataset_spec`` holds the arguments that reload the data set with
+    ``leanaug.data.load_dataset`` (``name`` and optionally ``n_train``, ``classes``,
+    ``subset``, ``seed``, ``data_dir``); ``data_dir`` is informational and not compared.
+    """
+    c, h, w = dataset.image_shape
+    spec = {"name": dataset.name, **(dataset_spec or {})}
+    dsa = DSA(dsa_strategy) if dsa_strategy else None
+    return {
+        "format": FORMAT,
+        "dataset": {
+            **spec,
+            "num_classes": dataset.num_classes,
+            "image_shape": [c, h, w],
+            "n_train_images": int(dataset.train_images.shape[0]),
+            "train_sha256": dataset_fingerprint(dataset),
+        },
+        "network": {
+            "name": "convnet",
+            "in_channels": c,
+            "num_classes": dataset.num_classes,
+            "image_size": [h, w],
+            "width": width,
+            "depth": depth,
+            "norm": norm,
+        },
+        "preprocessing": {"zca": zca, "zca_eps": zca_eps},
+        "training": {
+            "optimizer": "sgd",
+            "lr": lr,
+            "momentum": 0.0,
+            "weight_decay": 0.0,
+            "batch_size": batch_size,
+            "loss": "cross_entropy",
+            "dsa": dsa.config() if dsa is not None else None,
+        },
+        "seed": seed,
+        "experts": experts,
+        "epochs": epochs,
+    }
+
+
+def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in cfg.items() if k not in _EXTENSIBLE_KEYS}
+    out["dataset"] = {k: v for k, v in cfg.get("dataset", {}).items() if k != "data_dir"}
+    return json.loads(json.dumps(out))  # tuples -> lists, as after a JSON round trip
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in sorted(set(old) | set(new)):
+            out += _differences(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} there, {new!r} now"]
+
+
+def load_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"experts directory {directory} does not exist")
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise DataError(f"{directory} holds no {CONFIG_NAME}: not an experts directory")
+    try:
+        cfg = read_json(path)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not a readable JSON file ({exc})") from exc
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise DataError(
+            f"{path}: format {cfg.get('format') if isinstance(cfg, dict) else None!r}, expected {FORMAT!r}"
+        )
+    return cfg
+
+
+def load_preprocessor(directory: str | os.PathLike[str]) -> Preprocessor:
+    """The input transform the experts in ``directory`` were trained with."""
+    return Preprocessor.load(directory)
+
+
+def load_expert(
+    path: str | os.PathLike[str], config: dict[str, Any] | None = None
+) -> ExpertTrajectory:
+    """Read one ``expert_NNN.safetensors`` (config from ``config.json`` beside it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"expert file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            trajectory = f.get_tensor("trajectory")
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
+        raise DataError(f"{path}: not a readable expert file ({exc})") from exc
+    if meta.get("format") != FILE_FORMAT:
+        raise DataError(f"{path}: format {meta.get('format')!r}, expected {FILE_FORMAT!r}")
+    acc = json.loads(meta.get("test_accuracy", "[]"))
+    loss = json.loads(meta.get("train_loss", "[]"))
+    if trajectory.ndim != 2 or trajectory.shape[0] != len(acc) + 1:
+        raise DataError(
+            f"{path}: trajectory {tuple(trajectory.shape)} does not match {len(acc)} test accuracies"
+        )
+    if config is None:
+        config = load_config(path.parent)
+    return ExpertTrajectory(
+        trajectory, [float(a) for a in acc], config, [float(v) for v in loss], path
+    )
+
+
+def load_experts(directory: str | os.PathLike[str]) -> list[ExpertTrajectory]:
+    """All experts of ``directory`` in index order (a clear error if there are none)."""
+    config = load_config(directory)
+    files = sorted(
+        (int(m.group(1)), p) for p in Path(directory).iterdir() if (m := _EXPERT_RE.match(p.name))
+    )
+    if not files:
+        raise DataError(f"{directory} holds no expert files (expert_000.safetensors, ...)")
+    out = [load_expert(p, config) for _, p in files]
+    sizes = {e.num_parameters for e in out}
+    if len(sizes) != 1:
+        raise DataError(f"{directory}: experts have different parameter counts {sorted(sizes)}")
+    return out
+
+
+def _save_expert(
+    path: Path, rows: list[Tensor], test_accuracy: list[float], train_loss: list[float], index: int
+) -> None:
+    trajectory = torch.stack(rows).to(torch.float32).contiguous()
+    meta = {
+        "format": FILE_FORMAT,
+        "expert": str(index),
+        "epochs_done": str(len(test_accuracy)),
+        "test_accuracy": json.dumps(test_accuracy),
+        "train_loss": json.dumps(train_loss),
+    }
+    write_with(path, lambda p: save_file({"trajectory": trajectory}, str(p), metadata=meta))
+
+
+def _prepare_directory(
+    out_dir: Path, config: dict[str, Any], dataset: ImageDataset
+) -> Preprocessor:
+    """Check an existing run against ``config``; write config + preprocessing for a new one."""
+    cfg_path = out_dir / CONFIG_NAME
+    if cfg_path.exists():
+        old = load_config(out_dir)
+        diffs = _differences(_comparable(old), _comparable(config))
+        if diffs:
+            raise LeanaugError(
+                f"{out_dir} holds experts trained with other settings ({'; '.join(diffs)}); "
+                "use another --out or the same settings"
+            )
+        # a resumed run may ask for more experts / epochs (extends) but never forgets any
+        config = {
+            **config,
+            **{k: max(int(old.get(k, 0)), int(config[k])) for k in _EXTENSIBLE_KEYS},
+        }
+    elif out_dir.is_dir() and any(_EXPERT_RE.match(p.name) for p in out_dir.iterdir()):
+        raise LeanaugError(
+            f"{out_dir} holds expert files but no {CONFIG_NAME}; refusing to mix runs"
+        )
+    if (out_dir / PREPROCESS_CONFIG).exists():
+        pre = Preprocessor.load(out_dir)
+        if pre.config() != config["preprocessing"]:
+            raise LeanaugError(
+                f"{out_dir}: saved preprocessing {pre.config()} differs from {config['preprocessing']}"
+            )
+    else:
+        pre = Preprocessor(**config["preprocessing"]).fit(dataset.train_images)
+        pre.save(out_dir)
+    write_json(cfg_path, config)
+    return pre
+
+
+def train_experts(
+    dataset: ImageDataset,
+    out_dir: str | os.PathLike[str],
+    *,
+    experts: int,
+    epochs: int,
+    width: int = 128,
+    depth: int = 3,
+    norm: str = "instancenorm",
+    lr: float = 0.01,
+    batch_size: int = 256,
+    zca: bool = False,
+    dsa_strategy: str = DEFAULT_STRATEGY,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    dataset_spec: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> list[ExpertTrajectory]:
+    """Train (or resume / extend) ``experts`` expert trajectories of ``epochs`` epochs into ``out_dir``."""
+    if experts < 1 or epochs < 1:
+        raise LeanaugError(
+            f"need at least 1 expert and 1 epoch, got experts={experts} epochs={epochs}"
+        )
+    if batch_size < 1 or lr <= 0:
+        raise LeanaugError(f"need batch_size >= 1 and lr > 0, got batch_size={batch_size} lr={lr}")
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    out = Path(out_dir)
+    config = expert_config(
+        dataset,
+        dataset_spec=dataset_spec,
+        experts=experts,
+        epochs=epochs,
+        width=width,
+        depth=depth,
+        norm=norm,
+        lr=lr,
+        batch_size=batch_size,
+        zca=zca,
+        dsa_strategy=dsa_strategy,
+        seed=seed,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    pre = _prepare_directory(out, config, dataset)
+    config = load_config(out)  # exactly what later readers see
+
+    train_x = pre.transform(dataset.train_images, device=dev)
+    train_y = torch.as_tensor(dataset.train_labels).to(dev)
+    test_x = pre.transform(dataset.test_images, device=dev)
+    test_y = torch.as_tensor(dataset.test_labels).to(dev)
+    dsa = DSA(dsa_strategy) if dsa_strategy else None
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    results: list[ExpertTrajectory] = []
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task("experts", total=experts * epochs)
+        for i in range(experts):
+            path = expert_path(out, i)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(seed, "expert", i, "init"))
+                module = build_network(config["network"])  # built on CPU: same init on any device
+            flat = FlatModel(module)
+            if path.exists():
+                prev = load_expert(path, config)
+                if prev.num_parameters != flat.size:
+                    raise DataError(
+                        f"{path}: {prev.num_parameters} parameters, the network has {flat.size}"
+                    )
+                rows = list(prev.trajectory.unbind(0))
+                test_acc, train_loss = prev.test_accuracy, prev.train_loss
+                flat.load_into_module(rows[-1])
+            else:
+                rows, test_acc, train_loss = [flat.flat_parameters().clone()], [], []
+            module.to(dev)
+            optimizer = torch.optim.SGD(module.parameters(), lr=lr, momentum=0.0, weight_decay=0.0)
+            done = len(rows) - 1
+            bar.advance(task, min(done, epochs))
+            for epoch in range(done, epochs):
+                bar.update(task, description=f"expert {i + 1}/{experts} epoch {epoch + 1}/{epochs}")
+                gen = torch_generator(seed, "expert", i, "epoch", epoch)
+                loss = train_epoch(
+                    module,
+                    optimizer,
+                    train_x,
+                    train_y,
+                    batch_size=batch_size,
+                    generator=gen,
+                    dsa=dsa,
+                )
+                if not np.isfinite(loss):
+                    raise LeanaugError(
+                        f"expert {i} epoch {epoch + 1}: the training loss is {loss} (lower --lr)"
+                    )
+                test_acc.append(accuracy(module, test_x, test_y))
+                train_loss.append(loss)
+                rows.append(flat.flat_parameters().cpu().clone())
+                _save_expert(path, rows, test_acc, train_loss, i)
+                bar.advance(task)
+            results.append(
+                ExpertTrajectory(torch.stack(rows), list(test_acc), config, list(train_loss), path)
+            )
+    return results
