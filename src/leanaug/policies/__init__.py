@@ -1,0 +1,52 @@
+"""Augmentation subsampling policies (registry ``POLICIES``).
+
+``POLICIES.get(name)(**params).select(problem, budgets, rng) -> {budget: Selection}``;
+``augmented_training_set(problem, selection) -> (X, y, w)``. Names: ``random``,
+``proportional``, ``inverse``, ``topk``, ``update``, ``downweight``, ``cluster``,
+``dpp``, ``sv``. All are nested across budgets (a smaller budget's selection is a
+prefix of a larger one's) except ``dpp`` (a fresh k-DPP draw per budget).
+"""
+
+from leanaug.policies import cluster, dpp, simple, sv, update  # noqa: F401  (register)
+from leanaug.policies.base import (
+    POLICIES,
+    OrderPolicy,
+    Policy,
+    Selection,
+    SelectionProblem,
+    augmented_training_set,
+    check_budgets,
+    proportional_order,
+)
+from leanaug.policies.cluster import ClusterPolicy
+from leanaug.policies.dpp import DPPPolicy, dpp_kernel
+from leanaug.policies.simple import (
+    DownweightPolicy,
+    InversePolicy,
+    ProportionalPolicy,
+    RandomPolicy,
+    TopKPolicy,
+)
+from leanaug.policies.sv import SupportVectorPolicy
+from leanaug.policies.update import UpdatePolicy
+
+__all__ = [
+    "POLICIES",
+    "ClusterPolicy",
+    "DPPPolicy",
+    "DownweightPolicy",
+    "InversePolicy",
+    "OrderPolicy",
+    "Policy",
+    "ProportionalPolicy",
+    "RandomPolicy",
+    "Selection",
+    "SelectionProblem",
+    "SupportVectorPolicy",
+    "TopKPolicy",
+    "UpdatePolicy",
+    "augmented_training_set",
+    "check_budgets",
+    "dpp_kernel",
+    "proportional_order",
+]

@@ -1,0 +1,200 @@
+"""L2-regularised logistic regression on features (Kuchnik & Smith's classifier).
+
+:class:`LogisticClassifier` wraps scikit-learn's ``LogisticRegression`` with the lbfgs
+solver and passes ``C`` through (the reference code meant ``C=10`` but passed nothing,
+so sklearn's default ``C=1`` was used; here ``C`` is always honoured).
+
+Objective (scikit-learn's, which :mod:`leanaug.scores.influence` differentiates)::
+
+    minimise  C * sum_i w_i * logloss_i(W, b)  +  0.5 * ||W||_F^2
+
+with ``w_i`` the sample weights (1 when not given), ``logloss_i = -log p(y_i | x_i)``
+and the intercepts ``b`` *not* penalised. Two classes use one sigmoid row
+(``coef_`` is 1 x d, ``p(classes_[1] | x) = sigmoid(x . w + b)``); more classes use a
+softmax over K rows (``coef_`` is K x d). The softmax intercepts are only defined up to
+a common constant (adding ``c`` to every ``b_k`` changes neither predictions nor the
+objective); :meth:`LogisticClassifier.fit` centres them to sum to zero so the fitted
+parameters are unique (scikit-learn already does so; centring again is a no-op then).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from leanaug.errors import LeanaugError
+
+__all__ = ["LogisticClassifier", "check_xy"]
+
+
+def check_xy(
+    X: np.ndarray, y: np.ndarray | None = None, sample_weight: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Validate and convert features (n, d), labels (n,) and weights (n,)."""
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise LeanaugError(f"features must be a 2-d array (n, d), got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise LeanaugError("features contain NaN or infinite values")
+    n = X.shape[0]
+    if y is not None:
+        y = np.asarray(y)
+        if y.shape != (n,):
+            raise LeanaugError(
+                f"labels must have shape ({n},) to match the features, got {y.shape}"
+            )
+        if not np.issubdtype(y.dtype, np.integer):
+            if (
+                np.issubdtype(y.dtype, np.floating)
+                and np.all(np.isfinite(y))
+                and np.all(y == np.round(y))
+            ):
+                y = y.astype(np.int64)
+            else:
+                raise LeanaugError(f"labels must be integers, got dtype {y.dtype}")
+    if sample_weight is not None:
+        sample_weight = np.asarray(sample_weight, dtype=np.float64)
+        if sample_weight.shape != (n,):
+            raise LeanaugError(
+                f"sample_weight must have shape ({n},) to match the features, got {sample_weight.shape}"
+            )
+        if not np.all(np.isfinite(sample_weight)) or np.any(sample_weight < 0):
+            raise LeanaugError("sample_weight must be finite and >= 0")
+    return X, y, sample_weight
+
+
+class LogisticClassifier:
+    """L2 logistic regression (binary sigmoid or multiclass softmax) with sample weights.
+
+    Parameters
+    ----------
+    C:
+        Inverse regularisation strength in ``C * sum_i w_i logloss_i + 0.5 ||W||^2``
+        (intercepts unpenalised). Honoured, unlike the reference code.
+    tol, max_iter:
+        lbfgs stopping tolerance and iteration cap (passed to scikit-learn).
+    fit_intercept:
+        Whether to fit the (unpenalised) intercepts.
+
+    Attributes after :meth:`fit`: ``coef_`` (1 x d for two classes, K x d otherwise),
+    ``intercept_`` (1 or K), ``classes_`` (sorted original labels), ``n_iter_``.
+    """
+
+    def __init__(
+        self, C: float = 1.0, tol: float = 1e-7, max_iter: int = 1000, fit_intercept: bool = True
+    ) -> None:
+        self.C = C
+        self.tol = tol
+        self.max_iter = max_iter
+        self.fit_intercept = fit_intercept
+
+    # -- sklearn-style plumbing -------------------------------------------------------
+    def get_params(self, deep: bool = True) -> dict[str, object]:
+        return {
+            "C": self.C,
+            "tol": self.tol,
+            "max_iter": self.max_iter,
+            "fit_intercept": self.fit_intercept,
+        }
+
+    def clone(self) -> LogisticClassifier:
+        """A new, unfitted classifier with the same parameters."""
+        return LogisticClassifier(**self.get_params())  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"LogisticClassifier({args})"
+
+    # -- fitting ----------------------------------------------------------------------
+    def fit(
+        self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> LogisticClassifier:
+        if not (np.isfinite(self.C) and self.C > 0):
+            raise LeanaugError(f"C must be a positive finite number, got {self.C!r}")
+        X, y, sample_weight = check_xy(X, y, sample_weight)
+        assert y is not None
+        classes = np.unique(y)
+        if classes.size < 2:
+            raise LeanaugError(
+                f"logistic regression needs at least two classes in the labels, got {classes.tolist()}"
+            )
+        if sample_weight is not None and not np.any(sample_weight > 0):
+            raise LeanaugError("sample_weight is zero everywhere")
+        model = LogisticRegression(
+            C=float(self.C),
+            tol=float(self.tol),
+            max_iter=int(self.max_iter),
+            fit_intercept=bool(self.fit_intercept),
+            solver="lbfgs",
+        )
+        model.fit(X, y, sample_weight=sample_weight)
+        self._model = model
+        self.classes_ = model.classes_
+        self.coef_ = np.array(model.coef_, dtype=np.float64)
+        intercept = np.array(model.intercept_, dtype=np.float64).reshape(-1)
+        if self.fit_intercept and self.coef_.shape[0] > 1:
+            intercept = intercept - intercept.mean()  # unique representative, see module doc
+        self.intercept_ = intercept if self.fit_intercept else np.zeros(self.coef_.shape[0])
+        self.n_iter_ = np.asarray(model.n_iter_)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _check_fitted(self, X: np.ndarray) -> np.ndarray:
+        if not hasattr(self, "coef_"):
+            raise LeanaugError("LogisticClassifier is not fitted yet; call fit(X, y) first")
+        X, _, _ = check_xy(X)
+        if X.shape[1] != self.n_features_in_:
+            raise LeanaugError(
+                f"features have {X.shape[1]} columns but the classifier was fitted on {self.n_features_in_}"
+            )
+        return X
+
+    # -- prediction -------------------------------------------------------------------
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Logits: (n,) for two classes (log-odds of ``classes_[1]``), (n, K) otherwise."""
+        X = self._check_fitted(X)
+        z = X @ self.coef_.T + self.intercept_
+        return z[:, 0] if z.shape[1] == 1 else z
+
+    def predict_log_proba(self, X: np.ndarray) -> np.ndarray:
+        """log p(class | x), (n, K) with columns in ``classes_`` order; numerically stable."""
+        z = self.decision_function(X)
+        if z.ndim == 1:
+            # log sigmoid(z) = -logaddexp(0, -z), log(1 - sigmoid(z)) = -logaddexp(0, z)
+            return np.stack([-np.logaddexp(0.0, z), -np.logaddexp(0.0, -z)], axis=1)
+        zmax = z.max(axis=1, keepdims=True)
+        return z - (zmax + np.log(np.exp(z - zmax).sum(axis=1, keepdims=True)))
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return np.exp(self.predict_log_proba(X))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        z = self.decision_function(X)
+        idx = (z > 0).astype(np.intp) if z.ndim == 1 else np.argmax(z, axis=1)
+        return self.classes_[idx]
+
+    def score(self, X: np.ndarray, y: np.ndarray) -> float:
+        """Accuracy on (X, y)."""
+        X, y, _ = check_xy(X, y)
+        return float(np.mean(self.predict(X) == y))
+
+    def label_indices(self, y: np.ndarray) -> np.ndarray:
+        """Column of each label in ``classes_``; unknown labels are an error."""
+        if not hasattr(self, "classes_"):
+            raise LeanaugError("LogisticClassifier is not fitted yet; call fit(X, y) first")
+        y = np.asarray(y)
+        idx = np.searchsorted(self.classes_, y)
+        idx = np.clip(idx, 0, self.classes_.size - 1)
+        bad = self.classes_[idx] != y
+        if np.any(bad):
+            raise LeanaugError(
+                f"labels {np.unique(y[bad]).tolist()} were not seen when fitting "
+                f"(classes: {self.classes_.tolist()})"
+            )
+        return idx
+
+    def log_loss_per_point(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """-log p(y_i | x_i) for each point, unweighted and not scaled by C."""
+        X, y, _ = check_xy(X, y)
+        logp = self.predict_log_proba(X)
+        return -logp[np.arange(X.shape[0]), self.label_indices(y)]

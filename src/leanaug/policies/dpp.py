@@ -1,0 +1,175 @@
+"""The ``dpp`` policy: an exact k-DPP over the points, quality = score, diversity = features.
+
+Kernel (as in the paper)::
+
+    L = diag(s) Phi Phi^T diag(s) + eps I,    Phi = feature_scale * (L2-normalised features)
+
+and a budget k draws S with ``P(S) proportional to det(L_S)`` over |S| = k. The paper used
+``feature_scale = 1e3`` and ``eps = 1e-3`` (the defaults here). Scaling L by a constant
+does not change a k-DPP, so only ``eps / feature_scale^2`` matters relative to the
+squared scores: with the paper's values the ridge is ~1e-9 relative, i.e. diversity
+dominates until k exceeds the rank of Phi, after which the ridge lets more points in.
+
+Sampling is exact, with DPPy: ``FiniteDPP('likelihood', L_eig_dec=(lambda, V))`` and
+``sample_exact_k_dpp(size=k, random_state=...)`` (the eigendecomposition of L is done
+once and shared by all budgets; L is multiplied by a constant chosen so that DPPy's
+float64 table of elementary symmetric polynomials stays finite and nonzero). When no
+constant can do that (k far above the rank of Phi with a tiny relative ridge: the
+polynomials span more than float64's range), the same exact algorithm (Kulesza &
+Taskar 2012, Alg. 8, eigenvector selection) is run with the polynomials in log space
+(hand-written, because DPPy's float64 table would silently under/overflow and return a
+wrong sample), followed by DPPy's projection-DPP sampler ``proj_dpp_sampler_eig``.
+
+Each budget is a FRESH, independent draw: selections are NOT nested across budgets
+(the paper did the same). Within a selection, indices are in the sampler's order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.linalg
+from dppy.exact_sampling import proj_dpp_sampler_eig
+from dppy.finite_dpps import FiniteDPP
+
+from leanaug.errors import LeanaugError
+from leanaug.policies.base import (
+    POLICIES,
+    Policy,
+    Selection,
+    SelectionProblem,
+    check_budgets,
+    require_rng,
+)
+
+_LOG_RANGE = 600.0  # |log E| kept below this for DPPy's float64 table (e^709 overflows)
+
+
+def dpp_kernel(
+    features: np.ndarray, scores: np.ndarray, feature_scale: float = 1e3, eps: float = 1e-3
+) -> np.ndarray:
+    """``diag(s) Phi Phi^T diag(s) + eps I`` with Phi the scaled, L2-normalised features."""
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    if np.any(norms == 0):
+        raise LeanaugError("dpp policy: a feature vector is all zeros, it cannot be L2-normalised")
+    phi = feature_scale * (features / norms)
+    q = scores[:, None] * phi
+    L = q @ q.T
+    L[np.diag_indices_from(L)] += eps
+    return L
+
+
+def log_elementary_symmetric(log_lam: np.ndarray, k: int) -> np.ndarray:
+    """``logE[j, m] = log e_j(lambda_1..lambda_m)`` for j <= k, m <= N (-inf where 0).
+
+    The recursion of DPPy's ``elementary_symmetric_polynomials``, in log space.
+    """
+    N = log_lam.size
+    logE = np.full((k + 1, N + 1), -np.inf)
+    logE[0, :] = 0.0
+    for m in range(1, N + 1):
+        logE[1:, m] = np.logaddexp(logE[1:, m - 1], log_lam[m - 1] + logE[:-1, m - 1])
+    return logE
+
+
+def _select_eigvecs_log(
+    log_lam: np.ndarray, V: np.ndarray, k: int, logE: np.ndarray, rs
+) -> np.ndarray:  # noqa: ANN001
+    # Kulesza & Taskar Alg. 8: keep eigenvector m with prob lambda_m e_{j-1}(..m-1) / e_j(..m)
+    chosen = []
+    j = k
+    for m in range(log_lam.size, 0, -1):
+        if j == 0:
+            break
+        if j == m:  # must take all remaining (probability 1 up to round-off)
+            chosen.extend(range(m - 1, -1, -1))
+            break
+        p = np.exp(log_lam[m - 1] + logE[j - 1, m - 1] - logE[j, m])
+        if rs.rand() < p:
+            chosen.append(m - 1)
+            j -= 1
+    return V[:, sorted(chosen)]
+
+
+@POLICIES.register("dpp")
+class DPPPolicy(Policy):
+    """Exact k-DPP sample per budget (fresh draw each, NOT nested); see module doc."""
+
+    name = "dpp"
+
+    def __init__(self, feature_scale: float = 1e3, eps: float = 1e-3) -> None:
+        if not (np.isfinite(feature_scale) and feature_scale > 0):
+            raise LeanaugError(f"dpp policy: feature_scale must be positive, got {feature_scale!r}")
+        if not (np.isfinite(eps) and eps >= 0):
+            raise LeanaugError(f"dpp policy: eps must be >= 0, got {eps!r}")
+        self.feature_scale = feature_scale
+        self.eps = eps
+
+    def kernel(self, problem: SelectionProblem) -> np.ndarray:
+        return dpp_kernel(problem.features, problem.scores, self.feature_scale, self.eps)
+
+    def select(
+        self,
+        problem: SelectionProblem,
+        budgets: Sequence[int],
+        rng: np.random.Generator | None = None,
+    ) -> dict[int, Selection]:
+        budgets = check_budgets(budgets, problem.n)
+        rng = require_rng(rng, self.name)
+        out: dict[int, Selection] = {}
+        positive = [b for b in budgets if b > 0]
+        if not positive:
+            return {b: Selection(np.empty(0, dtype=np.intp)) for b in budgets}
+        lam, V = scipy.linalg.eigh(self.kernel(problem))
+        lam = np.clip(lam, 0.0, None)
+        rank = int(np.count_nonzero(lam > lam.max() * lam.size * np.finfo(float).eps))
+        if max(positive) > rank:
+            raise LeanaugError(
+                f"dpp policy: budget {max(positive)} exceeds the rank {rank} of the kernel L; use eps > 0"
+            )
+        with np.errstate(divide="ignore"):
+            log_lam = np.log(lam)
+        logE = log_elementary_symmetric(log_lam, max(positive))
+        scale = self._rescale(logE)
+        dpp = None
+        if scale is not None:
+            dpp = FiniteDPP("likelihood", projection=False, L_eig_dec=(lam * np.exp(scale), V))
+        seeds = {
+            b: int(rng.integers(2**32 - 1)) for b in budgets
+        }  # one per budget, in budget order
+        # Largest budget first: DPPy (0.3.3) caches its polynomial table from the first
+        # call and never enlarges it, so the first call must be the largest size.
+        for b in sorted(budgets, reverse=True):
+            if b == 0:
+                out[b] = Selection(np.empty(0, dtype=np.intp))
+            elif b == problem.n:  # det L_S with S = everything: the only subset of that size
+                out[b] = Selection(np.random.RandomState(seeds[b]).permutation(problem.n))
+            elif dpp is not None:
+                out[b] = Selection(
+                    np.asarray(dpp.sample_exact_k_dpp(size=b, random_state=seeds[b]))
+                )
+            else:
+                rs = np.random.RandomState(seeds[b])
+                Vk = _select_eigvecs_log(log_lam, V, b, logE, rs)
+                out[b] = Selection(np.asarray(proj_dpp_sampler_eig(Vk, mode="GS", random_state=rs)))
+        out = dict(sorted(out.items()))
+        for b, sel in out.items():
+            if len(sel) != b or np.unique(sel.indices).size != b:
+                raise LeanaugError(
+                    f"dpp policy: the k-DPP sampler returned {len(sel)} points for budget {b}"
+                )
+        return out
+
+    @staticmethod
+    def _rescale(logE: np.ndarray) -> float | None:
+        """log c such that every nonzero log(c^j e_j) lies in +-_LOG_RANGE, or None."""
+        j = np.broadcast_to(np.arange(logE.shape[0])[:, None], logE.shape)
+        ok = np.isfinite(logE) & (j > 0)
+        if not np.any(ok):
+            return 0.0
+        lo = np.max((-_LOG_RANGE - logE[ok]) / j[ok])
+        hi = np.min((_LOG_RANGE - logE[ok]) / j[ok])
+        if lo > hi:
+            return None
+        return 0.5 * (lo + hi)

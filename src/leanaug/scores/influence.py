@@ -1,0 +1,236 @@
+"""Closed-form leave-one-out influence of each training point (Koh & Liang; Kuchnik & Smith).
+
+Setting. ``clf`` minimises (see :mod:`leanaug.classifier`)
+
+    L(theta) = sum_i C w_i logloss_i(theta) + 0.5 ||W||^2,     intercepts unpenalised,
+
+over ``theta = [W | b]`` flattened row-major: for two classes one row, ``d + 1``
+parameters (sigmoid); for K > 2 classes K rows, ``K (d + 1)`` parameters (softmax).
+Let ``g_i = C w_i grad logloss_i(theta)`` (point i's weighted, C-scaled gradient) and
+``H = hess L(theta)`` (loss part PLUS the L2 term, zero penalty on the intercepts).
+
+Removing point i and refitting moves the optimum by (one Newton step from theta)
+
+    theta_{-i} - theta  ~=  H^{-1} g_i                          (:func:`influence_parameter_changes`)
+
+and raises point i's own weighted loss ``C w_i logloss_i`` by, to first order,
+
+    C w_i (logloss_i(theta_{-i}) - logloss_i(theta))  ~=  g_i^T H^{-1} g_i   (:func:`self_influence`)
+
+which is the ``influence`` score (always >= 0, as H is positive definite). The
+reference code uses ``s_i = -g_i^T H^{-1} g_i`` with H the Hessian of the summed log loss
+*without* the L2 term, and policies use ``|s_i|``; here the L2 term is included (it is
+part of the objective the classifier really minimises, and it keeps H invertible) and
+the sign is already positive. :mod:`leanaug.scores.loo` computes the exact left-hand
+sides by refitting, for checks.
+
+Gradients and Hessian. With ``x~ = [x, 1]`` (no 1 without an intercept), ``c_i = C w_i``:
+
+* sigmoid: ``g_i = c_i (p_i - t_i) x~_i``,
+  ``H = X~^T diag(c_i p_i (1 - p_i)) X~ + diag(1, ..., 1, 0)``.
+* softmax: ``g_i = c_i (p_i - t_i) (x) x~_i`` (Kronecker, class-major),
+  block ``(k, l)`` of H is ``X~^T diag(c_i (delta_kl p_ik - p_ik p_il)) X~ + delta_kl diag(1, ..., 1, 0)``.
+
+The softmax intercept direction. Adding the same constant to every intercept changes
+nothing, so ``(0_W, 1_b)`` is a null vector of the loss Hessian, and the intercepts are
+not penalised: H is singular (positive semi-definite) along exactly that direction (the
+L2 term makes it definite in every direction that touches W). We PIN the last class's
+intercept: drop that one row and column of H and that entry of ``g_i`` and solve the
+reduced, positive definite system. This is exact, not an approximation: the pinned
+model represents the same functions (shift all intercepts so that ``b_K = 0``), every
+``g_i`` is orthogonal to the null vector (``sum_k (p_ik - t_ik) = 0``), so the reduced
+``g^T H_r^{-1} g`` equals ``g^T H^+ g`` (the pseudo-inverse form) whichever intercept is
+pinned. A tiny ridge on the intercepts would instead bias the answer by an amount that
+depends on the ridge, and projecting needs an extra basis. Parameter changes are
+returned in the full parameterisation with the intercept change centred (sum zero),
+matching :class:`~leanaug.classifier.LogisticClassifier`, which centres its intercepts.
+
+Linear algebra: H is factorised once with Cholesky (``scipy.linalg.cho_factor``, lower);
+``g^T H^{-1} g = ||L^{-1} g||^2`` needs one triangular solve per point (vectorised over
+points, in chunks), and parameter changes use ``cho_solve``. No explicit inverse.
+Cost, binary: ``O(n d^2 + d^3)``, e.g. n = 10,000, d = 512 well under 2 s on 2 cores
+(``benchmarks/bench_influence.py``); softmax: ``O(K^2 n d^2 + (K d)^3 + n (K d)^2)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+from scipy.special import expit
+
+from leanaug.classifier import LogisticClassifier, check_xy
+from leanaug.errors import LeanaugError
+from leanaug.scores.base import SCORES, Score
+
+__all__ = [
+    "InfluenceScore",
+    "LogisticCurvature",
+    "influence_parameter_changes",
+    "logistic_curvature",
+    "parameter_vector",
+    "self_influence",
+]
+
+_CHUNK = 2048  # points per triangular solve (bounds memory for big softmax problems)
+
+
+def _design(X: np.ndarray, fit_intercept: bool) -> np.ndarray:
+    return np.hstack([X, np.ones((X.shape[0], 1))]) if fit_intercept else X
+
+
+def parameter_vector(clf: LogisticClassifier) -> np.ndarray:
+    """``[W | b]`` flattened row-major (the ordering used by all functions here)."""
+    _check_fitted(clf)
+    W = clf.coef_
+    if clf.fit_intercept:
+        W = np.hstack([W, clf.intercept_[:, None]])
+    return W.ravel().copy()
+
+
+def _check_fitted(clf: LogisticClassifier) -> None:
+    if not isinstance(clf, LogisticClassifier):
+        raise LeanaugError(f"influence needs a fitted LogisticClassifier, got {type(clf).__name__}")
+    if not hasattr(clf, "coef_"):
+        raise LeanaugError("the classifier is not fitted; fit it on the training points first")
+
+
+@dataclass
+class LogisticCurvature:
+    """Per-point gradients and the Cholesky factor of the (reduced) Hessian.
+
+    ``grads`` is (n, P) for P free parameters (the pinned softmax intercept removed),
+    ``chol`` is ``cho_factor``'s ``(c, lower)``; ``pinned`` says whether the last
+    parameter (the last class's intercept) was dropped.
+    """
+
+    grads: np.ndarray
+    chol: tuple[np.ndarray, bool]
+    n_classes: int
+    n_cols: int  # d + 1 with an intercept, d without
+    pinned: bool
+
+
+def _cholesky(H: np.ndarray) -> tuple[np.ndarray, bool]:
+    try:
+        return scipy.linalg.cho_factor(H, lower=True, overwrite_a=True, check_finite=True)
+    except (np.linalg.LinAlgError, ValueError) as exc:
+        raise LeanaugError(
+            "the Hessian of the logistic objective is not positive definite (or not finite); "
+            "the fit is degenerate (C too large for separable data?): lower C or check the features"
+        ) from exc
+
+
+def logistic_curvature(
+    clf: LogisticClassifier, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
+) -> LogisticCurvature:
+    """Gradients ``g_i`` and the factorised Hessian H of the training objective at ``clf``."""
+    _check_fitted(clf)
+    X, y, sample_weight = check_xy(X, y, sample_weight)
+    assert y is not None
+    n, d = X.shape
+    if d != clf.coef_.shape[1]:
+        raise LeanaugError(
+            f"features have {d} columns but the classifier was fitted on {clf.coef_.shape[1]}"
+        )
+    c = float(clf.C) * (np.ones(n) if sample_weight is None else sample_weight)
+    Xt = _design(X, clf.fit_intercept)
+    q = Xt.shape[1]
+    penalty = np.ones(q)
+    if clf.fit_intercept:
+        penalty[-1] = 0.0  # the intercept is not penalised
+    label_idx = clf.label_indices(y)
+    K = clf.classes_.size
+    z = X @ clf.coef_.T + clf.intercept_
+
+    if K == 2:
+        p = expit(z[:, 0])
+        t = (label_idx == 1).astype(np.float64)
+        grads = (c * (p - t))[:, None] * Xt
+        H = Xt.T @ ((c * p * (1.0 - p))[:, None] * Xt)
+        H[np.diag_indices(q)] += penalty
+        return LogisticCurvature(grads, _cholesky(H), 2, q, pinned=False)
+
+    P = np.exp(z - z.max(axis=1, keepdims=True))
+    P /= P.sum(axis=1, keepdims=True)
+    R = P.copy()
+    R[np.arange(n), label_idx] -= 1.0
+    R *= c[:, None]
+    grads = (R[:, :, None] * Xt[:, None, :]).reshape(n, K * q)
+    H = np.empty((K * q, K * q))
+    for k in range(K):
+        for m in range(k, K):
+            a = c * P[:, k] * ((k == m) - P[:, m])
+            block = Xt.T @ (a[:, None] * Xt)
+            if k == m:
+                block[np.diag_indices(q)] += penalty
+            H[k * q : (k + 1) * q, m * q : (m + 1) * q] = block
+            if k != m:
+                H[m * q : (m + 1) * q, k * q : (k + 1) * q] = block.T
+    pinned = bool(clf.fit_intercept)
+    if pinned:  # drop the last class's intercept: see the module docstring
+        H = H[:-1, :-1]
+        grads = grads[:, :-1]
+    return LogisticCurvature(np.ascontiguousarray(grads), _cholesky(H), K, q, pinned)
+
+
+def self_influence(
+    clf: LogisticClassifier,
+    X: np.ndarray,
+    y: np.ndarray,
+    sample_weight: np.ndarray | None = None,
+    curvature: LogisticCurvature | None = None,
+) -> np.ndarray:
+    """``g_i^T H^{-1} g_i`` for every training point, (n,) >= 0 (see module doc)."""
+    cur = curvature if curvature is not None else logistic_curvature(clf, X, y, sample_weight)
+    c, lower = cur.chol
+    out = np.empty(cur.grads.shape[0])
+    for start in range(0, out.size, _CHUNK):
+        G = cur.grads[start : start + _CHUNK].T  # P x m
+        # g^T H^-1 g = ||L^-1 g||^2 with H = L L^T: one triangular solve instead of two.
+        # solve_triangular reads only the lower triangle of cho_factor's output.
+        V = scipy.linalg.solve_triangular(
+            c, G, lower=lower, trans=0 if lower else 1, check_finite=False
+        )
+        out[start : start + _CHUNK] = np.einsum("ij,ij->j", V, V)
+    return out
+
+
+def influence_parameter_changes(
+    clf: LogisticClassifier,
+    X: np.ndarray,
+    y: np.ndarray,
+    sample_weight: np.ndarray | None = None,
+    indices: np.ndarray | None = None,
+    curvature: LogisticCurvature | None = None,
+) -> np.ndarray:
+    """First-order leave-one-out parameter changes ``H^{-1} g_i`` (~ ``theta_{-i} - theta``).
+
+    Rows follow ``indices`` (default: all points), columns :func:`parameter_vector`'s
+    ordering; softmax intercept changes are centred (see module doc).
+    """
+    cur = curvature if curvature is not None else logistic_curvature(clf, X, y, sample_weight)
+    idx = np.arange(cur.grads.shape[0]) if indices is None else np.asarray(indices, dtype=np.intp)
+    delta = scipy.linalg.cho_solve(cur.chol, cur.grads[idx].T, check_finite=False).T
+    if cur.pinned:
+        delta = np.hstack([delta, np.zeros((delta.shape[0], 1))])
+        b = delta.reshape(len(idx), cur.n_classes, cur.n_cols)[:, :, -1]
+        delta.reshape(len(idx), cur.n_classes, cur.n_cols)[:, :, -1] = b - b.mean(
+            axis=1, keepdims=True
+        )
+    return delta
+
+
+@SCORES.register("influence")
+class InfluenceScore(Score):
+    """Closed-form self-influence ``|g_i^T H^{-1} g_i|`` (see the module docstring).
+
+    Pass the same ``sample_weight`` the classifier was fitted with: the score is the
+    first-order increase in point i's weighted, C-scaled loss when it is left out.
+    """
+
+    name = "influence"
+
+    def _score(self, clf: LogisticClassifier, X, y, sample_weight, rng) -> np.ndarray:  # noqa: ANN001
+        return np.abs(self_influence(clf, X, y, sample_weight))
