@@ -189,6 +189,30 @@ def load_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return cfg
 
 
+def load_dataset_for(
+    config: dict[str, Any], data_dir: str | os.PathLike[str] | None = None
+) -> ImageDataset:
+    """Reload the data set the experts of ``config`` were trained on (and check it is the same).
+
+    ``data_dir`` overrides the folder recorded in config.json. A training set whose
+    fingerprint differs from the recorded one raises :class:`DataError`.
+    """
+    from leanaug.data import load_dataset
+
+    spec = dict(config["dataset"])
+    kwargs = {
+        k: spec[k] for k in ("classes", "n_train", "subset", "seed") if spec.get(k) is not None
+    }
+    folder = data_dir if data_dir is not None else spec.get("data_dir")
+    dataset = load_dataset(spec["name"], data_dir=folder, **kwargs)
+    if dataset_fingerprint(dataset) != spec.get("train_sha256"):
+        raise DataError(
+            f"data set {spec['name']!r} (from {folder or 'the default data folder'}) is not the one the "
+            "experts were trained on (training images differ from config.json's train_sha256)"
+        )
+    return dataset
+
+
 def load_preprocessor(directory: str | os.PathLike[str]) -> Preprocessor:
     """The input transform the experts in ``directory`` were trained with."""
     return Preprocessor.load(directory)

@@ -1,0 +1,317 @@
+"""Evaluate a (distilled) training set: train fresh ConvNets on it, test on real data.
+
+The protocol of MTT (Cazenavette et al. 2022): a freshly initialised network per run,
+SGD with momentum 0.9, weight decay 5e-4, batch 256, DSA on, 1000 epochs, the learning
+rate multiplied by 0.1 after half of the epochs; 5 runs. Two figures come out:
+
+* **final** test accuracy: after the last epoch (what a user of the images would get);
+* **best-epoch** test accuracy: the maximum over the test evaluations made every
+  ``eval_every`` epochs (and at the end). Papers quote this kind of figure; it selects
+  on the test set and is therefore optimistic. Always report it labelled as such.
+
+Means and standard deviations are over runs (``numpy.std``, ddof 0, as the reference).
+
+Image files (``save_image_set`` / ``load_image_set``) are safetensors with tensors
+``images`` (N x C x H x W float32, in the experts' *preprocessed* space: normalised, and
+ZCA-whitened when the experts were), ``labels`` (N int64, or N x K float soft labels) and
+optionally ``lr`` (a scalar: the learned student step size), plus a ``metadata`` JSON
+string.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from leanaug.device import resolve_device
+from leanaug.distill.dsa import DEFAULT_STRATEGY, DSA
+from leanaug.distill.experts import build_network
+from leanaug.distill.training import accuracy, train_epoch
+from leanaug.errors import DataError, LeanaugError
+from leanaug.results import write_with
+from leanaug.seeding import derive_seed, numpy_rng, torch_generator
+
+IMAGES_FORMAT = "leanaug-images/1"
+
+
+# --------------------------------------------------------------------------- image files
+@dataclass
+class ImageSet:
+    """A training set to evaluate: images in preprocessed space, labels, optional lr."""
+
+    images: Tensor
+    labels: Tensor
+    lr: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def save_image_set(
+    path: str | os.PathLike[str],
+    images: Tensor,
+    labels: Tensor,
+    lr: float | Tensor | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write an image set atomically (see the module docstring for the format)."""
+    images = images.detach().to("cpu", torch.float32).contiguous()
+    labels = labels.detach().cpu().contiguous()
+    _check_images_labels(images, labels, str(path))
+    tensors = {"images": images, "labels": labels if labels.is_floating_point() else labels.long()}
+    if lr is not None:
+        tensors["lr"] = torch.as_tensor(lr).detach().to("cpu", torch.float32).reshape(())
+    meta = {"format": IMAGES_FORMAT, "metadata": json.dumps(metadata or {}, default=str)}
+    return write_with(path, lambda p: save_file(tensors, str(p), metadata=meta))
+
+
+def load_image_set(path: str | os.PathLike[str]) -> ImageSet:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
+        raise DataError(f"{path}: not a readable safetensors image file ({exc})") from exc
+    if meta.get("format", IMAGES_FORMAT) != IMAGES_FORMAT:
+        raise DataError(f"{path}: format {meta.get('format')!r}, expected {IMAGES_FORMAT!r}")
+    for key in ("images", "labels"):
+        if key not in tensors:
+            raise DataError(f"{path}: no tensor {key!r} (has {sorted(tensors)})")
+    images, labels = tensors["images"].float(), tensors["labels"]
+    _check_images_labels(images, labels, str(path))
+    lr = float(tensors["lr"].reshape(-1)[0]) if "lr" in tensors else None
+    try:
+        extra = json.loads(meta.get("metadata", "{}"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: metadata is not JSON ({exc})") from exc
+    return ImageSet(images, labels if labels.is_floating_point() else labels.long(), lr, extra)
+
+
+def _check_images_labels(images: Tensor, labels: Tensor, where: str) -> None:
+    if images.ndim != 4:
+        raise DataError(f"{where}: images must be N x C x H x W, got {tuple(images.shape)}")
+    ok = labels.shape[:1] == images.shape[:1] and (
+        (labels.ndim == 1 and not labels.is_floating_point())
+        or (labels.ndim == 2 and labels.is_floating_point())
+    )
+    if not ok:
+        raise DataError(
+            f"{where}: labels must be {images.shape[0]} integers (or {images.shape[0]} x K floats), "
+            f"got {labels.dtype} {tuple(labels.shape)}"
+        )
+    if not torch.isfinite(images).all():
+        raise DataError(f"{where}: images contain NaN or infinite values")
+
+
+def random_real_indices(
+    labels: np.ndarray | Tensor, per_class: int, seed: int, *keys: object
+) -> np.ndarray:
+    """``per_class`` random training indices of every class (sorted by class), seeded.
+
+    The same helper serves the ``random:N`` baseline and can initialise synthetic images.
+    """
+    y = np.asarray(labels)
+    rng = numpy_rng(seed, "random-real", per_class, *keys)
+    out = []
+    for c in np.unique(y):
+        pool = np.flatnonzero(y == c)
+        if len(pool) < per_class:
+            raise LeanaugError(
+                f"class {int(c)} has {len(pool)} training images, fewer than {per_class} asked for"
+            )
+        out.append(np.sort(rng.choice(pool, size=per_class, replace=False)))
+    return np.concatenate(out)
+
+
+# --------------------------------------------------------------------------- evaluation
+@dataclass
+class EvalResult:
+    """Per-run figures of :func:`evaluate_images` (accuracies as fractions in [0, 1])."""
+
+    final_accuracy: list[float]
+    best_accuracy: list[float]
+    best_epoch: list[int]
+    curves: list[list[tuple[int, float]]]  # per run: (epoch, test accuracy) pairs
+    config: dict[str, Any]
+    wall_seconds: float = 0.0
+
+    @property
+    def runs(self) -> int:
+        return len(self.final_accuracy)
+
+    @property
+    def final_mean(self) -> float:
+        return float(np.mean(self.final_accuracy))
+
+    @property
+    def final_std(self) -> float:
+        return float(np.std(self.final_accuracy))
+
+    @property
+    def best_mean(self) -> float:
+        return float(np.mean(self.best_accuracy))
+
+    @property
+    def best_std(self) -> float:
+        return float(np.std(self.best_accuracy))
+
+    def summary(self) -> str:
+        return (
+            f"final test accuracy {100 * self.final_mean:.2f} +- {100 * self.final_std:.2f} % "
+            f"(best-epoch, selected on the test set: {100 * self.best_mean:.2f} +- {100 * self.best_std:.2f} %) "
+            f"over {self.runs} runs"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "final_accuracy": self.final_accuracy,
+            "final_mean": self.final_mean,
+            "final_std": self.final_std,
+            "best_epoch_accuracy": self.best_accuracy,
+            "best_epoch_mean": self.best_mean,
+            "best_epoch_std": self.best_std,
+            "best_epoch": self.best_epoch,
+            "curves": [[list(p) for p in c] for c in self.curves],
+            "runs": self.runs,
+            "wall_seconds": self.wall_seconds,
+            "config": self.config,
+        }
+
+    @classmethod
+    def merge(cls, results: list[EvalResult], config: dict[str, Any] | None = None) -> EvalResult:
+        """Concatenate the runs of several results (e.g. one per random subset)."""
+        if not results:
+            raise LeanaugError("nothing to merge")
+        return cls(
+            [a for r in results for a in r.final_accuracy],
+            [a for r in results for a in r.best_accuracy],
+            [e for r in results for e in r.best_epoch],
+            [c for r in results for c in r.curves],
+            config if config is not None else results[0].config,
+            sum(r.wall_seconds for r in results),
+        )
+
+
+def evaluate_images(
+    train_images: Tensor,
+    train_labels: Tensor,
+    test_images: Tensor,
+    test_labels: Tensor,
+    network_config: dict[str, Any],
+    lr: float,
+    epochs: int = 1000,
+    runs: int = 5,
+    batch_size: int = 256,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    dsa: bool = True,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    *,
+    eval_every: int | None = None,
+    dsa_strategy: str = DEFAULT_STRATEGY,
+    run_offset: int = 0,
+    progress: bool = False,
+) -> EvalResult:
+    """Train ``runs`` fresh networks on the (preprocessed, float) training set; test each.
+
+    ``network_config`` is the ``network`` entry of an experts config.json (``name`` +
+    constructor arguments). ``eval_every`` (default ``max(1, epochs // 20)``) sets how
+    often the test accuracy is measured for the best-epoch figure; the final epoch is
+    always measured. Run ``r`` is seeded from ``(seed, r + run_offset)``.
+    """
+    lr = float(lr)
+    if not np.isfinite(lr) or lr <= 0:
+        raise LeanaugError(f"evaluation learning rate must be a positive number, got {lr}")
+    if epochs < 1 or runs < 1 or batch_size < 1:
+        raise LeanaugError(
+            f"need epochs, runs and batch size >= 1, got {epochs}, {runs}, {batch_size}"
+        )
+    eval_every = max(1, epochs // 20) if eval_every is None else int(eval_every)
+    if eval_every < 1:
+        raise LeanaugError(f"eval_every must be >= 1, got {eval_every}")
+    _check_images_labels(train_images, train_labels, "training set")
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    train_x = train_images.detach().to(dev, torch.float32)
+    train_y = train_labels.detach().to(dev)
+    test_x = test_images.detach().to(dev, torch.float32)
+    test_y = test_labels.detach().to(dev).long()
+    augment = DSA(dsa_strategy) if dsa and dsa_strategy else None
+    decay_at = epochs // 2 if epochs > 1 else epochs  # lr x 0.1 from this epoch (0-based) on
+    config = {
+        "network": dict(network_config),
+        "lr": lr,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "momentum": momentum,
+        "weight_decay": weight_decay,
+        "lr_decay": {"factor": 0.1, "at_epoch": decay_at},
+        "dsa": augment.config() if augment is not None else None,
+        "eval_every": eval_every,
+        "seed": seed,
+        "n_train": int(train_x.shape[0]),
+        "n_test": int(test_x.shape[0]),
+    }
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    start = time.perf_counter()
+    finals, bests, best_epochs, curves = [], [], [], []
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not progress,
+    ) as bar:
+        task = bar.add_task("evaluate", total=runs * epochs)
+        for r in range(runs):
+            run = r + run_offset
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(seed, "eval", run, "init"))
+                module = build_network(network_config)
+            module.to(dev)
+            optimizer = torch.optim.SGD(
+                module.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+            )
+            curve: list[tuple[int, float]] = []
+            for epoch in range(epochs):
+                bar.update(task, description=f"run {r + 1}/{runs}")
+                if epoch == decay_at:
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr * 0.1
+                gen = torch_generator(seed, "eval", run, "epoch", epoch)
+                loss = train_epoch(
+                    module,
+                    optimizer,
+                    train_x,
+                    train_y,
+                    batch_size=batch_size,
+                    generator=gen,
+                    dsa=augment,
+                )
+                if not np.isfinite(loss):
+                    raise LeanaugError(
+                        f"evaluation run {r}: training loss became {loss} at epoch {epoch + 1} (lr {lr} too large?)"
+                    )
+                if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
+                    curve.append((epoch + 1, accuracy(module, test_x, test_y)))
+                bar.advance(task)
+            accs = [a for _, a in curve]
+            best = int(np.argmax(accs))
+            finals.append(curve[-1][1])
+            bests.append(accs[best])
+            best_epochs.append(curve[best][0])
+            curves.append(curve)
+    return EvalResult(finals, bests, best_epochs, curves, config, time.perf_counter() - start)
