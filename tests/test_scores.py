@@ -1,0 +1,282 @@
+"""Scores: influence against finite differences, dense solves and actual leave-one-out refits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.special import logsumexp
+from scipy.stats import spearmanr
+from sklearn.svm import LinearSVC
+
+from leanaug.classifier import LogisticClassifier
+from leanaug.errors import LeanaugError, UnknownNameError
+from leanaug.scores import (
+    SCORES,
+    Score,
+    check_scores,
+    influence_parameter_changes,
+    logistic_curvature,
+    loo_loss_changes,
+    loo_parameter_changes,
+    parameter_vector,
+    score_function,
+    self_influence,
+)
+
+
+def make_data(n=200, d=3, k=2, seed=0, labels=None):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    W = rng.normal(size=(k, d))
+    y = np.argmax(X @ W.T + rng.gumbel(size=(n, k)), axis=1)
+    if labels is not None:
+        y = np.asarray(labels)[y]
+    return X, y
+
+
+def fit(X, y, w=None, C=1.0):
+    return LogisticClassifier(C=C, tol=1e-10, max_iter=10_000).fit(X, y, sample_weight=w)
+
+
+def point_losses(theta, X, y_idx, k):
+    """Per-point log loss at flattened [W | b] (independent reference)."""
+    d = X.shape[1]
+    Wb = theta.reshape(1 if k == 2 else k, d + 1)
+    z = X @ Wb[:, :d].T + Wb[:, d]
+    if k == 2:
+        s = np.where(y_idx == 1, 1.0, -1.0)
+        return np.logaddexp(0.0, -s * z[:, 0])
+    return logsumexp(z, axis=1) - z[np.arange(len(y_idx)), y_idx]
+
+
+def dense_hessian(theta, X, y_idx, w, C, k):
+    """H of C sum w_i loss_i + 0.5||W||^2 built point by point (no vectorisation, no pinning)."""
+    d = X.shape[1]
+    Xt = np.hstack([X, np.ones((len(X), 1))])
+    rows = 1 if k == 2 else k
+    Wb = theta.reshape(rows, d + 1)
+    P = Xt @ Wb.T
+    H = np.zeros((rows * (d + 1), rows * (d + 1)))
+    for i in range(len(X)):
+        if k == 2:
+            p = 1 / (1 + np.exp(-P[i, 0]))
+            A = np.array([[p * (1 - p)]])
+        else:
+            p = np.exp(P[i] - logsumexp(P[i]))
+            A = np.diag(p) - np.outer(p, p)
+        H += C * w[i] * np.kron(A, np.outer(Xt[i], Xt[i]))
+    pen = np.tile(np.r_[np.ones(d), 0.0], rows)
+    return H + np.diag(pen)
+
+
+def set_params(clf, theta):
+    """A copy of clf with parameters theta (for finite differences)."""
+    c = clf.clone()
+    for attr in ("classes_", "n_features_in_", "n_iter_"):
+        setattr(c, attr, getattr(clf, attr))
+    d = clf.coef_.shape[1]
+    Wb = theta.reshape(clf.coef_.shape[0], d + 1)
+    c.coef_, c.intercept_ = Wb[:, :d].copy(), Wb[:, d].copy()
+    return c
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_gradients_and_hessian_match_finite_differences(k):
+    X, y = make_data(n=40, d=3, k=k, seed=10 + k)
+    w = np.random.default_rng(0).uniform(0.5, 1.5, size=len(y))
+    C = 2.0
+    clf = fit(X, y, w, C=C)
+    theta = parameter_vector(clf)
+    y_idx = np.searchsorted(clf.classes_, y)
+    cur = logistic_curvature(clf, X, y, w)
+    pinned = k > 2
+    h = 1e-6
+    E = np.eye(theta.size)
+    # per-point gradients g_i = C w_i d loss_i / d theta
+    fd = np.stack(
+        [
+            C
+            * w
+            * (point_losses(theta + h * e, X, y_idx, k) - point_losses(theta - h * e, X, y_idx, k))
+            / (2 * h)
+            for e in E
+        ],
+        axis=1,
+    )
+    if pinned:
+        fd = fd[:, :-1]
+    np.testing.assert_allclose(cur.grads, fd, atol=1e-6)
+
+    # Hessian = d/dtheta of the objective's gradient sum_i g_i + (W, 0)
+    def total_grad(t):
+        g = logistic_curvature(set_params(clf, t), X, y, w).grads.sum(axis=0)
+        pen = t.reshape(-1, X.shape[1] + 1).copy()
+        pen[:, -1] = 0
+        return g + (pen.ravel()[:-1] if pinned else pen.ravel())
+
+    h = 1e-5
+    H_fd = np.stack(
+        [(total_grad(theta + h * e) - total_grad(theta - h * e)) / (2 * h) for e in E], axis=1
+    )
+    if pinned:
+        H_fd = H_fd[:, :-1]
+    c, lower = cur.chol
+    L = np.tril(c) if lower else np.triu(c).T
+    np.testing.assert_allclose(L @ L.T, H_fd, atol=1e-5 * np.abs(H_fd).max())
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_cholesky_equals_dense_solve(k):
+    X, y = make_data(n=120, d=5, k=k, seed=20 + k)
+    w = np.random.default_rng(1).uniform(0.2, 2.0, size=len(y))
+    clf = fit(X, y, w, C=0.7)
+    theta = parameter_vector(clf)
+    y_idx = np.searchsorted(clf.classes_, y)
+    H = dense_hessian(theta, X, y_idx, w, 0.7, k)
+    grads = np.stack([0.7 * w[i] * _point_grad(theta, X[i], y_idx[i], k) for i in range(len(y))])
+    if k == 2:
+        ref = np.einsum("ij,ji->i", grads, np.linalg.solve(H, grads.T))
+        ref_delta = np.linalg.solve(H, grads.T).T
+    else:
+        # H is singular along the common-intercept direction: the pseudo-inverse answer
+        assert np.linalg.matrix_rank(H) == H.shape[0] - 1
+        Hp = np.linalg.pinv(H, rcond=1e-12, hermitian=True)
+        ref = np.einsum("ij,jk,ik->i", grads, Hp, grads)
+        ref_delta = grads @ Hp
+        # pinning the FIRST class's intercept instead gives the same scores
+        q = X.shape[1] + 1
+        keep = np.ones(H.shape[0], dtype=bool)
+        keep[q - 1] = False
+        G = grads[:, keep]
+        alt = np.einsum("ij,ji->i", G, np.linalg.solve(H[np.ix_(keep, keep)], G.T))
+        np.testing.assert_allclose(alt, ref, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(self_influence(clf, X, y, w), ref, rtol=1e-8, atol=1e-14)
+    delta = influence_parameter_changes(clf, X, y, w)
+    np.testing.assert_allclose(delta, ref_delta, rtol=1e-7, atol=1e-12)
+
+
+def _point_grad(theta, x, yi, k):
+    d = x.size
+    xt = np.r_[x, 1.0]
+    Wb = theta.reshape(1 if k == 2 else k, d + 1)
+    z = Wb @ xt
+    if k == 2:
+        return (1 / (1 + np.exp(-z[0])) - (yi == 1)) * xt
+    p = np.exp(z - logsumexp(z))
+    return np.kron(p - np.eye(k)[yi], xt)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_influence_predicts_leave_one_out_refits(k):
+    # well-conditioned: n = 600 points, 3 features; weights and arbitrary labels
+    X, y = make_data(n=600, d=3, k=k, seed=30 + k, labels=[-5, 3, 11][:k])
+    w = np.random.default_rng(2).uniform(0.5, 1.5, size=len(y))
+    clf = fit(X, y, w)
+    idx = np.random.default_rng(3).choice(len(y), size=30, replace=False)
+    est = influence_parameter_changes(clf, X, y, w, idx)
+    true = loo_parameter_changes(clf, X, y, w, idx)
+    rel = np.linalg.norm(est - true, axis=1) / np.linalg.norm(true, axis=1)
+    assert rel.max() < 0.05, rel
+    s_inf = self_influence(clf, X, y, w)[idx]
+    s_loo = loo_loss_changes(clf, X, y, w, idx)
+    assert np.all(s_loo > 0)
+    assert spearmanr(s_inf, s_loo)[0] >= 0.9
+    # same quantity to first order, not just the same ranking
+    np.testing.assert_allclose(s_inf, s_loo, rtol=0.1)
+
+
+def test_loo_score_is_abs_loss_change():
+    X, y = make_data(n=30, d=2, seed=40)
+    clf = fit(X, y)
+    s = SCORES.get("loo")().score(clf, X, y)
+    np.testing.assert_allclose(s, np.abs(loo_loss_changes(clf, X, y)))
+    assert spearmanr(s, SCORES.get("influence")().score(clf, X, y))[0] > 0.9
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), k=st.sampled_from([2, 3]))
+def test_influence_invariant_to_permutation(seed, k):
+    X, y = make_data(n=60, d=3, k=k, seed=50)
+    w = np.linspace(0.5, 1.5, len(y))
+    perm = np.random.default_rng(seed).permutation(len(y))
+    s = SCORES.get("influence")().score(fit(X, y, w), X, y, w)
+    sp = SCORES.get("influence")().score(fit(X[perm], y[perm], w[perm]), X[perm], y[perm], w[perm])
+    np.testing.assert_allclose(sp, s[perm], rtol=1e-5, atol=1e-12)
+
+
+def test_influence_without_intercept_matches_dense():
+    X, y = make_data(n=80, d=4, k=3, seed=60)
+    clf = LogisticClassifier(fit_intercept=False, tol=1e-10).fit(X, y)
+    cur = logistic_curvature(clf, X, y)
+    assert not cur.pinned and cur.grads.shape[1] == 3 * 4
+    c, lower = cur.chol
+    L = np.tril(c)
+    H = L @ L.T
+    ref = np.einsum("ij,ji->i", cur.grads, np.linalg.solve(H, cur.grads.T))
+    np.testing.assert_allclose(self_influence(clf, X, y), ref, rtol=1e-9)
+
+
+def test_loss_score_is_log_loss():
+    X, y = make_data(n=100, k=3, seed=70, labels=[2, 9, 4])
+    clf = fit(X, y)
+    s = SCORES.get("loss")().score(clf, X, y)
+    p = clf._model.predict_proba(X)[np.arange(len(y)), np.searchsorted(clf.classes_, y)]
+    np.testing.assert_allclose(s, -np.log(p), rtol=1e-6)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_margin_score(k):
+    X, y = make_data(n=150, k=k, seed=80 + k)
+    s = SCORES.get("margin")(C=0.5).score(fit(X, y), X, y)
+    assert np.all((s > 0) & (s <= 1))
+    svm = LinearSVC(C=0.5, max_iter=10_000).fit(X, y)
+    z = svm.decision_function(X)
+    if k == 2:
+        m = z
+    else:  # own class's value minus the best other class's value
+        own = np.searchsorted(svm.classes_, y)
+        other = z.copy()
+        other[np.arange(len(y)), own] = -np.inf
+        m = z[np.arange(len(y)), own] - other.max(axis=1)
+    np.testing.assert_allclose(s, np.exp(-np.abs(m)), rtol=1e-3, atol=1e-4)
+    # the point nearest the boundary gets the largest score
+    assert np.argmax(s) == np.argmin(np.abs(m))
+
+
+def test_random_score_needs_rng_and_is_uniform():
+    X, y = make_data(n=5000, seed=90)
+    clf = fit(X, y)
+    s = SCORES.get("random")().score(clf, X, y, rng=np.random.default_rng(0))
+    assert 0 <= s.min() and s.max() < 1 and abs(s.mean() - 0.5) < 0.02
+    with pytest.raises(LeanaugError, match="rng"):
+        SCORES.get("random")().score(clf, X, y)
+    fn = score_function(SCORES.get("random")(), rng=np.random.default_rng(1))
+    assert fn(clf, X, y, None).shape == (5000,)
+
+
+def test_bad_input_raises():
+    with pytest.raises(UnknownNameError, match="valid names: influence, loo, loss, margin, random"):
+        SCORES.get("nope")
+    with pytest.raises(LeanaugError, match="NaN"):
+        check_scores(np.array([1.0, np.nan]), 2)
+    with pytest.raises(LeanaugError, match=">= 0"):
+        check_scores(np.array([1.0, -1.0]), 2)
+
+    class Broken(Score):
+        name = "broken"
+
+        def _score(self, clf, X, y, sample_weight, rng):
+            return np.full(len(y), np.inf)
+
+    X, y = make_data(n=20, seed=91)
+    clf = fit(X, y)
+    with pytest.raises(LeanaugError, match="broken score has 20 NaN/infinite"):
+        Broken().score(clf, X, y)
+    with pytest.raises(LeanaugError, match="not fitted"):
+        SCORES.get("influence")().score(LogisticClassifier(), X, y)
+    with pytest.raises(LeanaugError, match="columns"):
+        SCORES.get("influence")().score(clf, X[:, :1], y)
+    with pytest.raises(LeanaugError, match="not seen"):
+        SCORES.get("influence")().score(clf, X, y + 5)
