@@ -279,6 +279,9 @@ def _prepare_directory(
     out_dir: Path, config: dict[str, Any], dataset: ImageDataset
 ) -> Preprocessor:
     """Check an existing run against ``config``; write config + preprocessing for a new one."""
+    if out_dir.is_dir():  # temp files a killed run left behind (results.write_with names)
+        for stale in out_dir.glob(".expert_*.safetensors"):
+            stale.unlink(missing_ok=True)
     cfg_path = out_dir / CONFIG_NAME
     if cfg_path.exists():
         old = load_config(out_dir)
