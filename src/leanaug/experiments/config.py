@@ -270,6 +270,12 @@ def _normalize(values: dict[str, Any]) -> dict[str, Any]:
     out["budgets"] = sorted({_as_int(b, "budgets") for b in _as_list(out["budgets"], "budgets")})
     for key in ("trials", "seed", "n_jobs"):
         out[key] = _as_int(out[key], key)
+    if isinstance(out.get("n_train"), str) and out["n_train"].strip().lower() in (
+        "all",
+        "none",
+        "",
+    ):
+        out["n_train"] = None  # the whole training split
     if out.get("n_train") is not None:
         out["n_train"] = _as_int(out["n_train"], "n_train")
     try:
@@ -286,9 +292,15 @@ def _normalize(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve_config(path: str | Path | None = None, **overrides: Any) -> SubsampleConfig:
-    """Defaults <- config file <- overrides (``None`` overrides are ignored), validated."""
+def resolve_config(
+    path: str | Path | None = None, defaults: dict[str, Any] | None = None, **overrides: Any
+) -> SubsampleConfig:
+    """Defaults (:class:`SubsampleConfig`'s, updated by ``defaults``) <- config file <-
+    overrides (``None`` overrides are ignored; ``n_train="all"`` means the whole split),
+    normalised and validated."""
     values = SubsampleConfig().to_dict()
+    if defaults:
+        values.update(defaults)
     if path is not None:
         values.update(load_config_file(path))
     unknown = sorted(set(overrides) - set(FIELD_NAMES))

@@ -138,7 +138,9 @@ def plot_accuracy(
     summary = summarize(results, metric)
     scores = list(dict.fromkeys(results["score"]))
     policies = sorted(set(results["policy"]))
-    colors = {p: f"C{i % 10}" for i, p in enumerate(policies)}
+    # Red and green are kept for the two baselines.
+    palette = ["C0", "C1", "C4", "C9", "black", "C5", "C6", "C8", "C7", "navy", "olive"]
+    colors = {p: palette[i % len(palette)] for i, p in enumerate(policies)}
     key = BASELINE_KEY[metric]
     no_aug = float(baselines["no_augmentation"][key])
     full_aug = float(baselines["full_augmentation"][key])
@@ -161,12 +163,15 @@ def plot_accuracy(
                 continue
             c = colors[policy]
             n_trials = int(s["n"].max())
-            label = f"{policy} ({n_trials} trial{'s' if n_trials > 1 else ''})"
-            ax.plot(s["budget"], s["mean"], marker="o", ms=3, lw=1.5, color=c, label=label)
+            ax.plot(
+                s["budget"], s["mean"], marker="o", ms=3, lw=1.5, color=c, label=f"policy {policy}"
+            )
             if n_trials > 1:
                 ax.fill_between(s["budget"], s["lo"], s["hi"], color=c, alpha=0.18, lw=0)
-        ax.axhline(no_aug, color="red", ls="--", lw=1.2, label="no augmentation")
-        ax.axhline(full_aug, color="green", ls="--", lw=1.2, label="full augmentation")
+        ax.axhline(no_aug, color="red", ls="--", lw=1.2, label=f"no augmentation ({no_aug:.3f})")
+        ax.axhline(
+            full_aug, color="green", ls="--", lw=1.2, label=f"full augmentation ({full_aug:.3f})"
+        )
         ax.set_title(f"score: {score}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.set_ylim(lo_y - pad, hi_y + pad)
@@ -178,7 +183,6 @@ def plot_accuracy(
         ax.set_xlabel("number of augmented training points")
     for ax in axes[::ncols]:
         ax.set_ylabel(METRICS[metric].replace("accuracy on the ", "accuracy, "))
-    handles, labels = axes[0].get_legend_handles_labels()
     seen: dict[str, Any] = {}
     for ax in axes[: len(scores)]:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
@@ -192,8 +196,10 @@ def plot_accuracy(
         frameon=False,
     )
     fig.suptitle(
-        title or f"Augmentation subsampling: {METRICS[metric]} (mean and 95% interval over trials)",
-        fontsize=11,
+        title
+        or f"Augmentation subsampling: {METRICS[metric]}\n"
+        "mean over trials; band: 95% t-interval (none for deterministic pairs, run once)",
+        fontsize=10,
     )
     stem = "accuracy_clean" if clean else "accuracy"
     out_dir = Path(out_dir)

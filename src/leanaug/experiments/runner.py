@@ -1,0 +1,620 @@
+"""The augmentation-subsampling experiment (Kuchnik & Smith, ICLR 2019).
+
+:func:`run_experiment` does, for one :class:`~leanaug.experiments.config.SubsampleConfig`:
+
+1. load the data set and the augmentation preset; featurize the clean training and
+   test images and all their deterministic copies with one frozen featurizer
+   (``features.npz``, reused by re-runs and plots);
+2. fit :class:`~leanaug.classifier.LogisticClassifier` on the clean training points:
+   the **no-augmentation** baseline; fit it on every point plus all copies: the
+   **full-augmentation** baseline (``baselines.json``);
+3. score every training point with each score (``scores.parquet``);
+4. for each unit (score, policy, trial): draw the policy's selections for all budgets,
+   build each augmented training set with
+   :func:`~leanaug.policies.augmented_training_set`, refit, and measure accuracy on
+   the clean test set and on the augmented test set (test images plus all their copies,
+   the number the paper plots); one row per budget in ``results.parquet``.
+
+Accuracies are always on the test split; the augmented test set is what
+``accuracy_augmented_test`` means everywhere in this package.
+
+Trials. Each unit's randomness comes from
+``derive_seed(seed, score, policy, trial)``, so results do not depend on ``n_jobs`` or
+the order units finish. A unit is *deterministic* when its policy ignores the rng
+(``topk``, ``sv``, ``update`` with ``mode=greedy``) and its score is not random: such a
+unit gives the same selection every trial, so only trial 0 is run. ``cluster`` is
+randomised (its KMeans initialisation), ``dpp`` and the proportional policies too.
+The ``random`` score draws fresh scores per trial (trial 0's draw is the one in
+``scores.parquet``); other scores are computed once from the no-augmentation fit.
+
+Resuming. Results are rewritten atomically after every unit. Re-running the same
+command skips finished units (no refits) and reuses the features, baselines and
+scores; a different configuration in the same folder is an error unless
+``overwrite=True`` (``--overwrite``), which deletes the old result files first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from joblib import Parallel, delayed
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from threadpoolctl import threadpool_limits
+
+from leanaug.classifier import LogisticClassifier
+from leanaug.errors import LeanaugError
+from leanaug.experiments.config import EXECUTION_FIELDS, SubsampleConfig, instantiate, parse_spec
+from leanaug.results import (
+    read_json,
+    read_parquet,
+    write_json,
+    write_parquet,
+    write_text,
+    write_with,
+)
+from leanaug.seeding import derive_seed, numpy_rng
+
+RESULT_COLUMNS = [
+    "score",
+    "policy",
+    "budget",
+    "trial",
+    "accuracy",
+    "accuracy_augmented_test",
+    "n_augmented",
+    "n_train_rows",
+    "seconds",
+    "seed",
+]
+
+#: Files a run writes (``--overwrite`` deletes exactly these, nothing else in the folder).
+RUN_FILES = ("config.yaml", "results.parquet", "baselines.json", "scores.parquet", "features.npz")
+PLOT_GLOBS = (
+    "accuracy.png",
+    "accuracy.pdf",
+    "accuracy_clean.png",
+    "accuracy_clean.pdf",
+    "auc.csv",
+    "auc.md",
+    "top_bottom_*.png",
+)
+
+#: Policies whose selection does not use the rng (given fixed scores).
+_DETERMINISTIC_POLICIES = {"topk", "sv"}
+
+
+def policy_is_deterministic(policy: Any) -> bool:
+    """True when the policy's selection does not depend on the rng (given the scores)."""
+    flag = getattr(policy, "deterministic", None)
+    if flag is not None:
+        return bool(flag)
+    name = getattr(policy, "name", "")
+    if name == "update":
+        return getattr(policy, "mode", "proportional") == "greedy"
+    return name in _DETERMINISTIC_POLICIES
+
+
+def score_is_random(score: Any) -> bool:
+    flag = getattr(score, "stochastic", None)
+    if flag is not None:
+        return bool(flag)
+    return getattr(score, "name", "") == "random"
+
+
+# -- features -----------------------------------------------------------------------------
+@dataclass
+class FeatureSet:
+    """Features of the clean and augmented train/test images (float32)."""
+
+    train: np.ndarray  # (n, d)
+    train_labels: np.ndarray  # (n,)
+    train_copies: np.ndarray  # (n, K, d)
+    test: np.ndarray  # (m, d)
+    test_labels: np.ndarray  # (m,)
+    test_copies: np.ndarray  # (m, K, d)
+    train_images: np.ndarray  # uint8 (n, C, H, W), for the top/bottom image grids
+    class_names: np.ndarray  # (k,) str
+
+    @property
+    def test_augmented(self) -> tuple[np.ndarray, np.ndarray]:
+        """The augmented test set: the test points followed by all their copies."""
+        m, k, d = self.test_copies.shape
+        x = np.concatenate([self.test, self.test_copies.reshape(m * k, d)])
+        y = np.concatenate([self.test_labels, np.repeat(self.test_labels, k)])
+        return x, y
+
+
+def _features_key(config: SubsampleConfig) -> str:
+    fields = (
+        "dataset",
+        "data_dir",
+        "classes",
+        "n_train",
+        "subset",
+        "augment",
+        "featurizer",
+        "featurizer_params",
+        "seed",
+    )
+    text = json.dumps({k: getattr(config, k) for k in fields}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def make_featurizer(config: SubsampleConfig) -> Any:
+    """The configured featurizer; ``seed``, ``device`` and ``data_dir`` default to the run's."""
+    from leanaug.features import FEATURIZERS
+
+    cls = FEATURIZERS.get(config.featurizer)
+    params = dict(config.featurizer_params)
+    accepted = inspect.signature(cls).parameters
+    for key, value in (
+        ("seed", config.seed),
+        ("device", config.device),
+        ("data_dir", config.data_dir),
+    ):
+        if key in accepted and key not in params:
+            params[key] = value
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise LeanaugError(
+            f"featurizer {config.featurizer!r}: bad parameters {config.featurizer_params}: {exc}"
+        ) from None
+
+
+def _featurize_copies(
+    featurizer: Any, aug: Any, images: np.ndarray, bar: Progress, task: Any, chunk: int = 512
+) -> np.ndarray:
+    from leanaug.augment import to_float
+
+    out = []
+    for start in range(0, images.shape[0], chunk):
+        block = to_float(images[start : start + chunk])
+        copies = aug.copies(block)  # (b, K, C, H, W)
+        b, k = copies.shape[:2]
+        feats = featurizer.transform(copies.reshape(b * k, *copies.shape[2:]))
+        out.append(feats.reshape(b, k, -1))
+        bar.advance(task, b)
+    return np.concatenate(out) if out else np.zeros((0, aug.n_copies, 0), dtype=np.float32)
+
+
+def compute_features(
+    config: SubsampleConfig, ds: Any, aug: Any, progress: bool = True
+) -> FeatureSet:
+    featurizer = make_featurizer(config)
+    featurizer.fit(ds.train_images, ds.train_labels)
+    with _progress(progress) as bar:
+        n, m = len(ds.train_labels), len(ds.test_labels)
+        task = bar.add_task("featurizing images and copies", total=2 * (n + m))
+        train = featurizer.transform(ds.train_images)
+        bar.advance(task, n)
+        test = featurizer.transform(ds.test_images)
+        bar.advance(task, m)
+        train_copies = _featurize_copies(featurizer, aug, ds.train_images, bar, task)
+        test_copies = _featurize_copies(featurizer, aug, ds.test_images, bar, task)
+    for name, arr in (
+        ("training", train),
+        ("training copies", train_copies),
+        ("test", test),
+        ("test copies", test_copies),
+    ):
+        if not np.all(np.isfinite(arr)):
+            raise LeanaugError(
+                f"featurizer {config.featurizer!r} produced NaN/infinite features for the {name} images"
+            )
+    return FeatureSet(
+        train=train.astype(np.float32),
+        train_labels=ds.train_labels.astype(np.int64),
+        train_copies=train_copies.astype(np.float32),
+        test=test.astype(np.float32),
+        test_labels=ds.test_labels.astype(np.int64),
+        test_copies=test_copies.astype(np.float32),
+        train_images=ds.train_images,
+        class_names=np.asarray([str(c) for c in ds.class_names]),
+    )
+
+
+def load_or_compute_features(
+    config: SubsampleConfig, out: Path, progress: bool = True
+) -> tuple[FeatureSet, bool]:
+    """``(features, computed)``: read ``out/features.npz`` if it matches the config."""
+    path = out / "features.npz"
+    key = _features_key(config)
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if str(f["key"]) == key:
+                    fs = FeatureSet(**{name: f[name] for name in FeatureSet.__dataclass_fields__})
+                    return fs, False
+        except (OSError, KeyError, ValueError):
+            pass  # unreadable or foreign: recompute and replace it
+    from leanaug.augment import preset
+    from leanaug.data import load_dataset
+
+    ds = load_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        classes=config.classes,
+        n_train=config.n_train,
+        subset=config.subset,
+        seed=config.seed,
+    )
+    if ds.num_classes < 2 or np.unique(ds.train_labels).size < 2:
+        raise LeanaugError(
+            f"{config.dataset} with classes={config.classes}: the training set needs at least two classes"
+        )
+    if max(config.budgets) > len(ds.train_labels):
+        raise LeanaugError(
+            f"budget {max(config.budgets)} is larger than the {len(ds.train_labels)} training points of "
+            f"{config.dataset} (classes={config.classes}, n_train={config.n_train})"
+        )
+    aug = preset(config.dataset, config.augment)
+    fs = compute_features(config, ds, aug, progress)
+    arrays = {name: getattr(fs, name) for name in FeatureSet.__dataclass_fields__}
+    write_with(path, lambda p: np.savez(p, key=np.asarray(key), **arrays))
+    return fs, True
+
+
+# -- fitting and evaluation ----------------------------------------------------------------
+def _accuracies(
+    clf: LogisticClassifier, fs: FeatureSet, test_aug: tuple[np.ndarray, np.ndarray]
+) -> tuple[float, float]:
+    return clf.score(fs.test, fs.test_labels), clf.score(*test_aug)
+
+
+def _problem(fs: FeatureSet, scores: np.ndarray, C: float, score_fn: Any = None) -> Any:
+    from leanaug.policies import SelectionProblem
+
+    return SelectionProblem(
+        features=fs.train,
+        labels=fs.train_labels,
+        scores=scores,
+        augmented_features=fs.train_copies,
+        make_classifier=partial(LogisticClassifier, C=C),
+        score_fn=score_fn,
+    )
+
+
+def _fit_selection(problem: Any, selection: Any, C: float) -> tuple[LogisticClassifier, int]:
+    from leanaug.policies import Selection, augmented_training_set
+
+    # The fit depends on the set of augmented points, not on the order the policy
+    # picked them in: sort, so that e.g. budget = n equals the full-augmentation fit.
+    ordered = Selection(np.sort(selection.indices), selection.weighting)
+    X, y, w = augmented_training_set(problem, ordered)
+    return LogisticClassifier(C=C).fit(X, y, sample_weight=w), X.shape[0]
+
+
+def compute_baselines(fs: FeatureSet, C: float) -> tuple[dict[str, Any], LogisticClassifier]:
+    """No augmentation and full augmentation: accuracies on the clean and augmented test sets."""
+    from leanaug.policies import Selection
+
+    test_aug = fs.test_augmented
+    clean = LogisticClassifier(C=C).fit(fs.train, fs.train_labels)
+    problem = _problem(fs, np.zeros(fs.train.shape[0]), C)
+    full, rows = _fit_selection(problem, Selection(np.arange(problem.n)), C)
+    out = {}
+    for name, clf, n_rows in (
+        ("no_augmentation", clean, fs.train.shape[0]),
+        ("full_augmentation", full, rows),
+    ):
+        acc, acc_aug = _accuracies(clf, fs, test_aug)
+        out[name] = {"accuracy": acc, "accuracy_augmented_test": acc_aug, "n_train_rows": n_rows}
+    return out, clean
+
+
+def compute_scores(
+    fs: FeatureSet, clf: LogisticClassifier, specs: list[str], seed: int, trial: int = 0
+) -> dict[str, np.ndarray]:
+    from leanaug.scores import SCORES
+
+    out = {}
+    for spec in specs:
+        score = instantiate("score", SCORES, spec)
+        out[spec] = score.score(
+            clf, fs.train, fs.train_labels, rng=numpy_rng(seed, "score", spec, trial)
+        )
+    return out
+
+
+# -- units ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Unit:
+    score: str
+    policy: str
+    trial: int
+
+
+@dataclass
+class _Shared:
+    """What every unit needs; shipped once per worker task (joblib memmaps big arrays)."""
+
+    features: FeatureSet
+    scores: dict[str, np.ndarray]
+    base_clf: LogisticClassifier
+    budgets: list[int]
+    C: float
+    seed: int
+
+
+def run_unit(shared: _Shared, unit: Unit) -> list[dict[str, Any]]:
+    """Selections for all budgets, one refit and evaluation per budget: one row each."""
+    with threadpool_limits(limits=1):
+        return _run_unit(shared, unit)
+
+
+def _run_unit(shared: _Shared, unit: Unit) -> list[dict[str, Any]]:
+    from leanaug.policies import POLICIES
+    from leanaug.scores import SCORES, score_function
+
+    fs = shared.features
+    seed = derive_seed(shared.seed, unit.score, unit.policy, unit.trial)
+    score = instantiate("score", SCORES, unit.score)
+    policy = instantiate("policy", POLICIES, unit.policy)
+    if score_is_random(score) and unit.trial > 0:
+        scores = compute_scores(fs, shared.base_clf, [unit.score], shared.seed, unit.trial)[
+            unit.score
+        ]
+    else:
+        scores = shared.scores[unit.score]
+    rescore = score_function(score, numpy_rng(seed, "rescore"))
+    problem = _problem(fs, scores, shared.C, rescore)
+    test_aug = fs.test_augmented
+    t0 = time.perf_counter()
+    selections = policy.select(problem, shared.budgets, rng=np.random.default_rng(seed))
+    select_share = (time.perf_counter() - t0) / len(shared.budgets)
+    rows = []
+    for budget in shared.budgets:
+        t1 = time.perf_counter()
+        selection = selections[budget]
+        clf, n_rows = _fit_selection(problem, selection, shared.C)
+        acc, acc_aug = _accuracies(clf, fs, test_aug)
+        rows.append(
+            {
+                "score": unit.score,
+                "policy": unit.policy,
+                "budget": int(budget),
+                "trial": int(unit.trial),
+                "accuracy": acc,
+                "accuracy_augmented_test": acc_aug,
+                "n_augmented": len(selection),
+                "n_train_rows": int(n_rows),
+                "seconds": time.perf_counter() - t1 + select_share,
+                "seed": seed,
+            }
+        )
+    return rows
+
+
+def plan_units(config: SubsampleConfig) -> list[Unit]:
+    """Every (score, policy, trial) unit; deterministic ones get trial 0 only."""
+    from leanaug.policies import POLICIES
+    from leanaug.scores import SCORES
+
+    units = []
+    for score_spec in config.scores:
+        score_random = score_is_random(instantiate("score", SCORES, score_spec))
+        for policy_spec in config.policies:
+            deterministic = (
+                policy_is_deterministic(instantiate("policy", POLICIES, policy_spec))
+                and not score_random
+            )
+            trials = 1 if deterministic else config.trials
+            units.extend(Unit(score_spec, policy_spec, t) for t in range(trials))
+    return units
+
+
+# -- output folder -------------------------------------------------------------------------
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [k for k in keys if old.get(k) != new.get(k)]
+
+
+def clear_outputs(out: Path) -> None:
+    """Delete the files a run writes (and nothing else) from ``out``."""
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    for pattern in PLOT_GLOBS:
+        for p in out.glob(pattern):
+            p.unlink()
+
+
+def prepare_out_dir(config: SubsampleConfig, overwrite: bool = False) -> Path:
+    """Create ``out``, check it belongs to this config (else error), write ``config.yaml``."""
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise LeanaugError(f"--out {out} exists and is not a folder")
+    cfg_path = out / "config.yaml"
+    if overwrite:
+        clear_outputs(out)
+    elif cfg_path.is_file():
+        try:
+            old = yaml.safe_load(cfg_path.read_text()) or {}
+        except yaml.YAMLError:
+            old = {"unreadable": True}
+        old_identity = {k: v for k, v in old.items() if k not in EXECUTION_FIELDS}
+        diff = _differences(old_identity, config.identity())
+        if diff:
+            raise LeanaugError(
+                f"{out} holds results of a different configuration (differs in: {', '.join(diff)}); "
+                "pass --overwrite to delete them, or choose another --out"
+            )
+    elif any((out / name).exists() for name in RUN_FILES):
+        raise LeanaugError(
+            f"{out} holds result files but no config.yaml; pass --overwrite to delete them, or choose another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(cfg_path, config.to_yaml())
+    return out
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+        disable=not enabled,
+    )
+
+
+def _order_results(frame: pd.DataFrame, config: SubsampleConfig) -> pd.DataFrame:
+    s_rank = {s: i for i, s in enumerate(config.scores)}
+    p_rank = {p: i for i, p in enumerate(config.policies)}
+    key = frame.assign(_s=frame["score"].map(s_rank), _p=frame["policy"].map(p_rank))
+    key = key.sort_values(["_s", "_p", "trial", "budget"], kind="stable")
+    return key.drop(columns=["_s", "_p"]).reset_index(drop=True)[RESULT_COLUMNS]
+
+
+# -- the run -------------------------------------------------------------------------------
+@dataclass
+class RunSummary:
+    """What :func:`run_experiment` did (``refits`` counts classifier fits in this call)."""
+
+    out: Path
+    config: SubsampleConfig
+    results: pd.DataFrame
+    baselines: dict[str, Any]
+    scores: pd.DataFrame
+    units_total: int
+    units_run: int
+    units_skipped: int
+    refits: int
+    features_computed: bool
+    seconds: float
+    files: list[Path] = field(default_factory=list)
+
+
+def run_experiment(
+    config: SubsampleConfig, overwrite: bool = False, progress: bool = True, plots: bool = True
+) -> RunSummary:
+    """Run (or resume) the experiment described by ``config``; see the module doc."""
+    start = time.perf_counter()
+    config.validate()
+    from leanaug.augment import preset_names
+
+    if config.augment not in preset_names(config.dataset):
+        raise LeanaugError(
+            f"unknown augmentation preset {config.augment!r} for {config.dataset}; valid presets: "
+            f"{', '.join(preset_names(config.dataset))}"
+        )
+    out = prepare_out_dir(config, overwrite)
+    fs, features_computed = load_or_compute_features(config, out, progress)
+    n = fs.train.shape[0]
+    if max(config.budgets) > n:
+        raise LeanaugError(f"budget {max(config.budgets)} is larger than the {n} training points")
+    fresh = features_computed  # new features invalidate everything computed from old ones
+    # One BLAS thread for the many small lbfgs fits: multi-threaded BLAS on these sizes is
+    # slower, and on a busy machine up to 50x slower (spinning threads); parallelism comes
+    # from n_jobs worker processes instead.
+    with threadpool_limits(limits=1):
+        return _run_fitted_part(config, out, fs, fresh, progress, plots, start)
+
+
+def _run_fitted_part(
+    config: SubsampleConfig,
+    out: Path,
+    fs: FeatureSet,
+    fresh: bool,
+    progress: bool,
+    plots: bool,
+    start: float,
+) -> RunSummary:
+    n = fs.train.shape[0]
+    refits = 0
+    base_clf: LogisticClassifier | None = None
+
+    def base() -> LogisticClassifier:
+        nonlocal base_clf, refits
+        if base_clf is None:
+            base_clf = LogisticClassifier(C=config.C).fit(fs.train, fs.train_labels)
+            refits += 1
+        return base_clf
+
+    baselines_path = out / "baselines.json"
+    if baselines_path.is_file() and not fresh:
+        baselines = read_json(baselines_path)
+    else:
+        baselines, base_clf = compute_baselines(fs, config.C)
+        refits += 2
+        write_json(baselines_path, baselines)
+
+    scores_path = out / "scores.parquet"
+    score_frame = read_parquet(scores_path) if scores_path.is_file() and not fresh else None
+    if score_frame is None or any(s not in score_frame.columns for s in config.scores):
+        scores = compute_scores(fs, base(), config.scores, config.seed)
+        score_frame = pd.DataFrame({"index": np.arange(n), "label": fs.train_labels, **scores})
+        write_parquet(scores_path, score_frame)
+    scores = {s: score_frame[s].to_numpy(dtype=np.float64) for s in config.scores}
+
+    units = plan_units(config)
+    results_path = out / "results.parquet"
+    results = pd.DataFrame(columns=RESULT_COLUMNS)
+    done: set[Unit] = set()
+    if results_path.is_file() and not fresh:
+        old = read_parquet(results_path).drop_duplicates(["score", "policy", "trial", "budget"])
+        if len(old):
+            counts = old.groupby(["score", "policy", "trial"])["budget"].nunique()
+            complete = {
+                Unit(s, p, int(t)) for (s, p, t), c in counts.items() if c == len(config.budgets)
+            }
+            done = complete & set(units)
+            keep = [
+                Unit(s, p, int(t)) in done
+                for s, p, t in zip(old["score"], old["policy"], old["trial"], strict=True)
+            ]
+            results = old[np.asarray(keep, dtype=bool)]
+    todo = [u for u in units if u not in done]
+
+    with _progress(progress) as bar:
+        task = bar.add_task(
+            "subsampling units (score, policy, trial)", total=len(units), completed=len(done)
+        )
+        if todo:
+            shared = _Shared(fs, scores, base(), list(config.budgets), config.C, config.seed)
+            frames = [results] if len(results) else []
+            parallel = Parallel(n_jobs=config.n_jobs, return_as="generator_unordered")
+            for rows in parallel(delayed(run_unit)(shared, u) for u in todo):
+                frames.append(pd.DataFrame(rows, columns=RESULT_COLUMNS))
+                refits += len(rows)
+                results = _order_results(pd.concat(frames, ignore_index=True), config)
+                write_parquet(results_path, results)
+                bar.advance(task)
+    if len(results):
+        results = _order_results(results, config)
+    if not todo and not results_path.is_file():
+        write_parquet(results_path, results)
+
+    summary = RunSummary(
+        out=out,
+        config=config,
+        results=results.reset_index(drop=True),
+        baselines=baselines,
+        scores=score_frame,
+        units_total=len(units),
+        units_run=len(todo),
+        units_skipped=len(done),
+        refits=refits,
+        features_computed=fresh,
+        seconds=time.perf_counter() - start,
+    )
+    if plots and len(results):
+        from leanaug.experiments.plots import make_plots
+
+        summary.files = make_plots(out)["paths"]
+    return summary
+
+
+def spec_name(spec: str) -> str:
+    return parse_spec(spec)[0]
