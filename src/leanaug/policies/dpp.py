@@ -122,7 +122,9 @@ class DPPPolicy(Policy):
         if not positive:
             return {b: Selection(np.empty(0, dtype=np.intp)) for b in budgets}
         lam, V = scipy.linalg.eigh(self.kernel(problem))
-        lam = np.clip(lam, 0.0, None)
+        # Largest eigenvalues first: any order gives the same exact sampler, and with this
+        # one the polynomial table e_j(lambda_1..lambda_m) spans the least range.
+        lam, V = np.clip(lam[::-1], 0.0, None), V[:, ::-1]
         rank = int(np.count_nonzero(lam > lam.max() * lam.size * np.finfo(float).eps))
         if max(positive) > rank:
             raise LeanaugError(
@@ -131,28 +133,29 @@ class DPPPolicy(Policy):
         with np.errstate(divide="ignore"):
             log_lam = np.log(lam)
         logE = log_elementary_symmetric(log_lam, max(positive))
-        scale = self._rescale(logE)
-        dpp = None
-        if scale is not None:
-            dpp = FiniteDPP("likelihood", projection=False, L_eig_dec=(lam * np.exp(scale), V))
-        seeds = {
-            b: int(rng.integers(2**32 - 1)) for b in budgets
-        }  # one per budget, in budget order
-        # Largest budget first: DPPy (0.3.3) caches its polynomial table from the first
-        # call and never enlarges it, so the first call must be the largest size.
-        for b in sorted(budgets, reverse=True):
+        seeds = {b: int(rng.integers(2**32 - 1)) for b in budgets}  # one per budget, in order
+        self.samplers_: dict[int, str] = {}
+        for b in budgets:
             if b == 0:
                 out[b] = Selection(np.empty(0, dtype=np.intp))
-            elif b == problem.n:  # det L_S with S = everything: the only subset of that size
+                continue
+            if b == problem.n:  # det L_S with S = everything: the only subset of that size
                 out[b] = Selection(np.random.RandomState(seeds[b]).permutation(problem.n))
-            elif dpp is not None:
-                out[b] = Selection(
-                    np.asarray(dpp.sample_exact_k_dpp(size=b, random_state=seeds[b]))
-                )
+                self.samplers_[b] = "all"
+                continue
+            log_c = self._rescale(logE[: b + 1])
+            if log_c is not None:
+                # A fresh FiniteDPP per budget: DPPy 0.3.3 caches its polynomial table from
+                # the first sample_exact_k_dpp call and never enlarges it for larger sizes.
+                dpp = FiniteDPP("likelihood", projection=False, L_eig_dec=(lam * np.exp(log_c), V))
+                sample = dpp.sample_exact_k_dpp(size=b, random_state=seeds[b])
+                self.samplers_[b] = "dppy"
             else:
                 rs = np.random.RandomState(seeds[b])
                 Vk = _select_eigvecs_log(log_lam, V, b, logE, rs)
-                out[b] = Selection(np.asarray(proj_dpp_sampler_eig(Vk, mode="GS", random_state=rs)))
+                sample = proj_dpp_sampler_eig(Vk, mode="GS", random_state=rs)
+                self.samplers_[b] = "log-space"
+            out[b] = Selection(np.asarray(sample, dtype=np.intp))
         out = dict(sorted(out.items()))
         for b, sel in out.items():
             if len(sel) != b or np.unique(sel.indices).size != b:
