@@ -143,7 +143,7 @@ def show(
         out,
         title=f"{ds.name}: {augment} ({'random draws' if samples else 'paper copies'})",
     )
-    Console().print(
+    typer.echo(
         f"wrote {out} ({n} images x {grid.shape[1]} columns: original + {grid.shape[1] - 1} {augment})"
     )
 
