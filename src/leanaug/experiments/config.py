@@ -308,7 +308,12 @@ def resolve_config(
         raise LeanaugError(
             f"unknown config field(s) {unknown}; valid fields: {', '.join(FIELD_NAMES)}"
         )
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "featurizer" in overrides and "featurizer_params" not in overrides:
+        values[
+            "featurizer_params"
+        ] = {}  # a featurizer spec on the command line replaces the file's
+    values.update(overrides)
     return SubsampleConfig(**_normalize(values)).validate()
 
 
@@ -324,7 +329,7 @@ DEMO = dict(
     featurizer_params={},
     C=1.0,
     scores=["influence", "loss", "random"],
-    policies=["random", "proportional", "topk"],
+    policies=["random", "proportional", "topk", "update", "downweight"],
     budgets=[1, 5, 10, 20, 40, 80, 160, 240],
     trials=5,
     seed=0,
