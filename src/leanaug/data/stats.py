@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def channel_mean_std(images: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def channel_mean_std(images: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and standard deviation of uint8 ``N x C x H x W`` images in [0, 1].
 
     Accumulated in float64 over chunks of images, so a 50,000-image set never needs a
