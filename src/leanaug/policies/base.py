@@ -59,6 +59,8 @@ class SelectionProblem:
         if self.features.ndim != 2:
             raise LeanaugError(f"features must be (n, d), got shape {self.features.shape}")
         n, d = self.features.shape
+        if not np.all(np.isfinite(self.features)):
+            raise LeanaugError("features contain NaN or infinite values")
         if n == 0:
             raise LeanaugError("the selection problem has no training points")
         self.labels = np.asarray(self.labels)
@@ -69,6 +71,8 @@ class SelectionProblem:
         a = self.augmented_features
         if a.ndim != 3 or a.shape[0] != n or a.shape[2] != d:
             raise LeanaugError(f"augmented_features must be (n={n}, K, d={d}), got shape {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise LeanaugError("augmented_features contain NaN or infinite values")
 
     @property
     def n(self) -> int:
