@@ -10,15 +10,18 @@ does not change a k-DPP, so only ``eps / feature_scale^2`` matters relative to t
 squared scores: with the paper's values the ridge is ~1e-9 relative, i.e. diversity
 dominates until k exceeds the rank of Phi, after which the ridge lets more points in.
 
-Sampling is exact, with DPPy: ``FiniteDPP('likelihood', L_eig_dec=(lambda, V))`` and
-``sample_exact_k_dpp(size=k, random_state=...)`` (the eigendecomposition of L is done
-once and shared by all budgets; L is multiplied by a constant chosen so that DPPy's
-float64 table of elementary symmetric polynomials stays finite and nonzero). When no
-constant can do that (k far above the rank of Phi with a tiny relative ridge: the
-polynomials span more than float64's range), the same exact algorithm (Kulesza &
-Taskar 2012, Alg. 8, eigenvector selection) is run with the polynomials in log space
-(hand-written, because DPPy's float64 table would silently under/overflow and return a
-wrong sample), followed by DPPy's projection-DPP sampler ``proj_dpp_sampler_eig``.
+Sampling is exact, with DPPy: ``FiniteDPP('likelihood', L_eig_dec=(c * lambda, V))``
+and ``sample_exact_k_dpp(size=k, random_state=...)``, one FiniteDPP per budget. The
+eigendecomposition of L is computed once (scipy ``eigh``, largest eigenvalues first)
+and shared; passing it instead of ``L=`` only avoids recomputing it. The constant c
+(a k-DPP is unchanged by scaling L) is chosen per budget so that DPPy's float64 table
+of elementary symmetric polynomials stays finite and nonzero. When no constant can do
+that (k far above the rank of Phi with a tiny relative ridge: the polynomials span more
+than float64's range), the same exact algorithm (Kulesza & Taskar 2012, Alg. 8,
+eigenvector selection) runs with the polynomials in log space (hand-written, because
+DPPy's float64 table would silently under/overflow and return a wrong sample), then
+DPPy's projection-DPP sampler ``proj_dpp_sampler_eig``. ``policy.samplers_`` records
+which path each budget took ("dppy", "log-space", or "all" when k = n).
 
 Each budget is a FRESH, independent draw: selections are NOT nested across budgets
 (the paper did the same). Within a selection, indices are in the sampler's order.
@@ -159,7 +162,7 @@ class DPPPolicy(Policy):
         out = dict(sorted(out.items()))
         for b, sel in out.items():
             if len(sel) != b or np.unique(sel.indices).size != b:
-                raise LeanaugError(
+                raise RuntimeError(
                     f"dpp policy: the k-DPP sampler returned {len(sel)} points for budget {b}"
                 )
         return out
