@@ -13,6 +13,7 @@ from leanaug.distill.matching import (
     unroll_student,
 )
 from leanaug.distill.networks import ConvNet, FlatModel
+from leanaug.errors import LeanaugError
 
 
 def _net(channels=1, classes=3, size=8, width=4, seed=0):
@@ -98,3 +99,275 @@ def test_gradient_matches_finite_differences(memory):
         assert result.grad_images.view(-1)[flat].item() == pytest.approx(fd, rel=1e-5, abs=1e-9)
     fd_alpha = (loss(images, alpha + eps) - loss(images, alpha - eps)) / (2 * eps)
     assert result.grad_alpha.item() == pytest.approx(fd_alpha, rel=1e-6)
+
+
+# --------------------------------------------------------------------------- the loop
+DIGITS = {"name": "digits", "n_train": 300, "subset": "random", "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def digits_experts(tmp_path_factory):
+    """2 tiny experts x 3 epochs on 300 sklearn digits (8x8), ConvNet width 6, depth 2."""
+    from leanaug.data import load_dataset
+    from leanaug.distill.experts import train_experts
+
+    ds = load_dataset("digits", n_train=300, subset="random", seed=0)
+    out = tmp_path_factory.mktemp("experts")
+    train_experts(
+        ds,
+        out,
+        experts=2,
+        epochs=3,
+        width=6,
+        depth=2,
+        batch_size=64,
+        lr=0.01,
+        dataset_spec=DIGITS,
+        progress=False,
+        device="cpu",
+    )
+    return out
+
+
+def _fast(**overrides):
+    from leanaug.distill.matching import TrajectoryMatching
+
+    params = dict(
+        ipc=2,
+        syn_steps=4,
+        expert_epochs=1,
+        max_start_epoch=2,
+        iterations=8,
+        lr_img=10.0,
+        lr_lr=1e-5,
+        lr_teacher=0.01,
+        eval_every=0,
+        checkpoint_every=3,
+        device="cpu",
+    )
+    params.update(overrides)
+    return TrajectoryMatching(**params)
+
+
+def _comparable(frame):
+    return frame.drop(columns=["seconds"]).reset_index(drop=True)
+
+
+def test_resume_after_kill_gives_the_same_run(digits_experts, tmp_path):
+    import pandas as pd
+
+    from leanaug.distill.evaluate import load_image_set
+
+    whole = _fast(eval_every=4, eval_runs=1, eval_epochs=2).fit(
+        digits_experts, tmp_path / "whole", progress=False
+    )
+
+    def kill(it):
+        if it == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _fast(eval_every=4, eval_runs=1, eval_epochs=2).fit(
+            digits_experts, tmp_path / "split", progress=False, on_iteration=kill
+        )
+    assert not (tmp_path / "split" / "images.safetensors").exists()
+    resumed = _fast(eval_every=4, eval_runs=1, eval_epochs=2).fit(
+        digits_experts, tmp_path / "split", progress=False
+    )
+
+    pd.testing.assert_frame_equal(_comparable(resumed.log_), _comparable(whole.log_))
+    pd.testing.assert_frame_equal(
+        _comparable(pd.read_parquet(tmp_path / "split" / "log.parquet")), _comparable(whole.log_)
+    )
+    assert list(whole.log_["iteration"]) == list(range(9))
+    assert whole.log_["eval_accuracy"].notna().tolist() == [
+        True,
+        False,
+        False,
+        False,
+        True,
+        False,
+        False,
+        False,
+        True,
+    ]
+    assert torch.equal(resumed.images_, whole.images_)
+    assert resumed.lr_ == whole.lr_
+    saved = load_image_set(tmp_path / "split" / "images.safetensors")
+    assert torch.equal(saved.images, whole.images_)
+    assert saved.lr == pytest.approx(whole.lr_, rel=1e-6)
+    assert (tmp_path / "split" / "grids" / "iter_000008.png").is_file()
+    # other settings in the same folder are refused, longer runs extend it
+    with pytest.raises(LeanaugError, match="lr_img"):
+        _fast(lr_img=11.0).fit(digits_experts, tmp_path / "split", progress=False)
+
+
+def test_exploding_loss_stops_and_keeps_last_checkpoint(digits_experts, tmp_path):
+    import pandas as pd
+
+    from leanaug.distill.matching import DistillationDiverged
+    from leanaug.distill.synthetic import Checkpoint
+
+    # a far too large student step: the loss is ~480 at iteration 1, ~890 at iteration 2
+    est = _fast(lr_teacher=0.3, checkpoint_every=1, loss_limit=800.0)
+    with pytest.raises(DistillationDiverged) as info:
+        est.fit(digits_experts, tmp_path, progress=False)
+    message = str(info.value)
+    assert "stopped at iteration 2: matching loss" in message and "above the limit 800" in message
+    assert (
+        f"last good checkpoint (iteration 1) is kept in {tmp_path / 'checkpoint.safetensors'}"
+        in message
+    )
+    kept = Checkpoint.load(tmp_path / "checkpoint.safetensors")
+    assert kept.iteration == 1 and torch.isfinite(kept.images).all()
+    assert not (tmp_path / "images.safetensors").exists()
+    log = pd.read_parquet(tmp_path / "log.parquet")
+    assert log["iteration"].tolist() == [0, 1, 2] and log["loss"].iloc[-1] > 800.0
+    # the CLI shows it as a one-line user error (exit 2)
+    assert isinstance(info.value, LeanaugError)
+
+
+def test_nan_loss_stops_with_a_clear_message(digits_experts, tmp_path, monkeypatch):
+    import leanaug.distill.matching as matching
+
+    real = matching.match_gradients
+    calls = []
+
+    def flaky(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 5:
+            result.loss = torch.tensor(float("nan"))
+        return result
+
+    monkeypatch.setattr(matching, "match_gradients", flaky)
+    with pytest.raises(
+        matching.DistillationDiverged,
+        match=r"iteration 5: matching loss nan is not finite.*checkpoint \(iteration 3\)",
+    ):
+        _fast().fit(digits_experts, tmp_path, progress=False)
+
+
+def test_alpha_stays_positive_under_a_large_step_size_learning_rate(digits_experts, tmp_path):
+    est = _fast(lr_lr=3e-4, iterations=12, syn_steps=6).fit(
+        digits_experts, tmp_path, progress=False
+    )
+    alphas = est.log_["alpha"].to_numpy()
+    assert (alphas > 0).all() and est.lr_ > 0
+    # the learning rate is large enough that alpha moves a lot (an additive update of the
+    # same first-order size would have crossed zero)
+    assert alphas.max() / min(alphas.min(), est.lr_) > 3
+
+
+def test_settings_are_checked(digits_experts, tmp_path):
+    from leanaug.distill.matching import TrajectoryMatching
+
+    with pytest.raises(LeanaugError, match="unknown setting.*lr_images"):
+        TrajectoryMatching.from_config({"lr_images": 1.0})
+    with pytest.raises(LeanaugError, match="needs experts of at least 4 epochs"):
+        _fast(max_start_epoch=3, expert_epochs=2).fit(digits_experts, tmp_path, progress=False)
+    with pytest.raises(LeanaugError, match="memory must be one of"):
+        _fast(memory="low").fit(digits_experts, tmp_path, progress=False)
+
+
+def test_cli_experts_then_images_then_evaluate(tmp_path, capsys):
+    """`leanaug distill experts` -> `leanaug distill images` -> `leanaug evaluate`."""
+    import json
+
+    from leanaug.cli.main import main
+
+    experts, out = tmp_path / "experts", tmp_path / "distilled"
+    main(
+        [
+            "distill",
+            "experts",
+            "--dataset",
+            "digits",
+            "--n-train",
+            "300",
+            "--experts",
+            "2",
+            "--epochs",
+            "3",
+            "--width",
+            "6",
+            "--depth",
+            "2",
+            "--batch-size",
+            "64",
+            "--out",
+            str(experts),
+            "--device",
+            "cpu",
+        ]
+    )
+    config = tmp_path / "mtt.yaml"
+    config.write_text(
+        "syn_steps: 4\nexpert_epochs: 1\nmax_start_epoch: 2\niterations: 4\nlr_img: 10\n"
+        "eval_every: 2\neval_runs: 1\neval_epochs: 2\nmemory: unrolled\n"
+    )
+    main(
+        [
+            "distill",
+            "images",
+            "--experts",
+            str(experts),
+            "--ipc",
+            "2",
+            "--out",
+            str(out),
+            "--config",
+            str(config),
+            "--memory",
+            "constant",
+            "--device",
+            "cpu",
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert "learned step size alpha" in printed and "iteration 4: final test accuracy" in printed
+    settings = json.loads((out / "distill_config.json").read_text())
+    assert (
+        settings["memory"] == "constant" and settings["syn_steps"] == 4
+    )  # flag beats file, file beats default
+    main(
+        [
+            "evaluate",
+            str(out / "images.safetensors"),
+            "--experts",
+            str(experts),
+            "--runs",
+            "1",
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert "lr" in printed and "from file" in printed
+    result = json.loads((out / "images.eval.json").read_text())
+    assert result["lr_source"] == "file" and 0.0 <= result["final_mean"] <= 1.0
+
+    # a user error is one line on stderr and exit status 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "distill",
+                "images",
+                "--experts",
+                str(experts),
+                "--ipc",
+                "2",
+                "--out",
+                str(tmp_path / "bad"),
+                "--max-start-epoch",
+                "3",
+                "--expert-epochs",
+                "2",
+                "--device",
+                "cpu",
+            ]
+        )
+    assert exit_info.value.code == 2
+    assert "needs experts of at least 4 epochs" in capsys.readouterr().err

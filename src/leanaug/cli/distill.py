@@ -139,10 +139,164 @@ def experts_command(
 
 
 # --------------------------------------------------------------------------- images
-# ==== `leanaug distill images` (trajectory matching) is added HERE by the matching
-# ==== engineer: an @app.command("images") that reads an experts DIR (load_experts,
-# ==== load_preprocessor, load_dataset_for) and writes leanaug.distill.evaluate.save_image_set.
+# ==== `leanaug distill images` (trajectory matching; owner: the matching engineer).
+# ==== The work is in leanaug.distill.matching.TrajectoryMatching; this is the typer layer.
+@app.command("images")
+def images_command(
+    ctx: typer.Context,
+    experts: Path = typer.Option(None, help="Experts folder (from 'leanaug distill experts')."),
+    ipc: int = typer.Option(None, help="Synthetic images per class."),
+    out: Path = typer.Option(None, help="Output folder (a run there is resumed)."),
+    syn_steps: int = typer.Option(20, help="N: student steps per iteration."),
+    expert_epochs: int = typer.Option(2, help="M: expert epochs the N steps should match."),
+    max_start_epoch: int = typer.Option(
+        2, help="T+: start epoch drawn uniformly from 0..T+-1 (reference randint(0, T+))."
+    ),
+    iterations: int = typer.Option(500, help="Distillation iterations."),
+    lr_img: float = typer.Option(100.0, help="SGD (momentum 0.5) learning rate of the pixels."),
+    lr_lr: float = typer.Option(
+        1e-5,
+        help="Learning rate of the step size alpha = exp(log_alpha): SGD on log_alpha with "
+        "lr_lr / lr_teacher**2, i.e. the reference's update -lr_lr * dL/dalpha at alpha_0.",
+    ),
+    lr_teacher: float = typer.Option(0.01, help="alpha_0: initial student step size."),
+    batch_syn: int = typer.Option(0, help="Student minibatch size (0: all synthetic images)."),
+    init: str = typer.Option("real", help="Initialise from 'real' images or 'noise'."),
+    dsa: bool = typer.Option(
+        True, "--dsa/--no-dsa", help="DSA in the student steps (the experts' strategy)."
+    ),
+    memory: str = typer.Option(
+        "unrolled",
+        help="Gradient: 'unrolled' (autograd, memory ~ N), 'constant' (exact, activation memory "
+        "of one step) or 'tesla' (TESLA's approximation).",
+    ),
+    eval_every: int = typer.Option(100, help="Evaluate every this many iterations (0: never)."),
+    eval_runs: int = typer.Option(5, help="Fresh networks per evaluation."),
+    eval_epochs: int = typer.Option(300, help="Epochs per evaluation run (lr x0.1 at half)."),
+    checkpoint_every: int = typer.Option(10, help="Checkpoint every this many iterations."),
+    loss_limit: float = typer.Option(1e3, help="Stop when the matching loss exceeds this."),
+    seed: int = typer.Option(0, help="Base seed (initial images, expert/epoch/batch/DSA draws)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    data_dir: Path = typer.Option(
+        None, help="Folder with the data set's files (overrides the experts')."
+    ),
+    config: Path = typer.Option(None, help="YAML/JSON file of option values (flags win)."),
+) -> None:
+    """Distil images by matching expert trajectories (MTT); resumes a run in --out."""
+    from leanaug.distill.matching import IMAGES_NAME, TrajectoryMatching, read_settings_file
+
+    # --config: file values replace defaults, flags given on the command line win. (Own merge:
+    # typer >= 0.29 vendors click, so click's ParameterSource / Option.type are not typer's.)
+    v = dict(ctx.params)
+    if config is not None:
+        paths = {"experts", "out", "data_dir"}
+        for key, value in read_settings_file(config).items():
+            if key not in v or key == "config":
+                valid = sorted(set(TrajectoryMatching.param_names()) | paths)
+                raise LeanaugError(
+                    f"--config {config}: unknown option {key!r}; valid: {', '.join(valid)}"
+                )
+            source = ctx.get_parameter_source(key)
+            if getattr(source, "name", None) == "COMMANDLINE":
+                continue
+            v[key] = Path(value) if key in paths and value is not None else value
+    _required(v, "experts", "ipc", "out")
+    params = {k: v[k] for k in TrajectoryMatching.param_names() if k in v}
+    params["batch_syn"] = params.get("batch_syn") or None
+    est = TrajectoryMatching.from_config(params, source=str(config or "options"))
+    console.print(
+        f"distilling {v['ipc']} images per class from {v['experts']} into {v['out']} "
+        f"({v['iterations']} iterations, N={v['syn_steps']}, M={v['expert_epochs']}, "
+        f"T+={v['max_start_epoch']}, memory {v['memory']})"
+    )
+    est.fit(v["experts"], v["out"], data_dir=v["data_dir"], progress=True)
+    log = est.log_
+    evals = log.dropna(subset=["eval_accuracy"])
+    if len(evals):
+        last = evals.iloc[-1]
+        typer.echo(
+            f"iteration {int(last['iteration'])}: final test accuracy {100 * last['eval_accuracy']:.2f} "
+            f"+- {100 * last['eval_accuracy_std']:.2f} % ({v['eval_runs']} runs, {v['eval_epochs']} epochs)"
+        )
+    typer.echo(f"learned step size alpha = {est.lr_:.6g}")
+    typer.echo(f"wrote {Path(v['out']) / IMAGES_NAME}")
+
+
 # ==== (end of the reserved place)
+
+
+# --------------------------------------------------------------------------- augment
+# ==== `leanaug distill augment` (augmentation by distillation, issue #7; owner: the phi
+# ==== engineer). The work is in leanaug.distill.augment_training.AugmentDistillation.
+@app.command("augment")
+def augment_command(
+    ctx: typer.Context,
+    experts: Path = typer.Option(None, help="Experts folder (from 'leanaug distill experts')."),
+    phi: str = typer.Option(
+        "residual", help="phi family: free, residual, transform, hallucinator, courseproject."
+    ),
+    phi_options: str = typer.Option(
+        None, help="phi's options as a YAML/JSON mapping, e.g. '{width: 16, scale: 1.0}'."
+    ),
+    subset: float = typer.Option(0.1, help="Fraction of the training set phi is learned on."),
+    subset_seed: int = typer.Option(0, help="Seed of the (stratified, nested) subset."),
+    out: Path = typer.Option(None, help="Output folder (a run there is resumed)."),
+    iterations: int = typer.Option(200, help="Training iterations."),
+    syn_steps: int = typer.Option(10, help="N: student steps per iteration."),
+    expert_epochs: int = typer.Option(1, help="M: expert epochs the N steps should match."),
+    max_start_epoch: int = typer.Option(2, help="T+: start epoch drawn from 0..T+-1."),
+    batch: int = typer.Option(64, help="Student minibatch (real subset images through phi)."),
+    optimizer: str = typer.Option("adam", help="Optimizer of phi's weights: adam or sgd."),
+    lr_phi: float = typer.Option(1e-3, help="Learning rate of phi's weights."),
+    lr_lr: float = typer.Option(1e-5, help="Learning rate of alpha (as 'distill images')."),
+    lr_teacher: float = typer.Option(0.01, help="alpha_0: initial student step size."),
+    alpha_mode: str = typer.Option(
+        "log", help="'log': alpha = exp(a) stays positive; 'raw': alpha itself (can go negative)."
+    ),
+    clip_grad: float = typer.Option(0.0, help="Clip phi's gradient norm (0: off)."),
+    dsa: bool = typer.Option(True, "--dsa/--no-dsa", help="DSA after phi in the student steps."),
+    memory: str = typer.Option("unrolled", help="'unrolled' or 'constant' (exact, less memory)."),
+    checkpoint_every: int = typer.Option(10, help="Checkpoint every this many iterations."),
+    picture_every: int = typer.Option(100, help="Picture of x and phi(x) draws (0: never)."),
+    loss_limit: float = typer.Option(1e3, help="Stop when the matching loss exceeds this."),
+    seed: int = typer.Option(0, help="Base seed (phi init, expert/epoch/batch/noise/DSA draws)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    data_dir: Path = typer.Option(
+        None, help="Folder with the data set's files (overrides the experts')."
+    ),
+    config: Path = typer.Option(None, help="YAML/JSON file of option values (flags win)."),
+) -> None:
+    """Learn an augmentation network phi by trajectory matching; resumes a run in --out."""
+    v = _merge_config(ctx, dict(ctx.params), config)
+    from leanaug.distill.augment_training import PHI_NAME, AugmentDistillation
+
+    options: Any = {}
+    if v["phi_options"] not in (None, ""):
+        try:
+            options = yaml.safe_load(str(v["phi_options"]))
+        except yaml.YAMLError as exc:
+            raise LeanaugError(f"--phi-options {v['phi_options']!r}: not YAML/JSON ({exc})") from exc
+        if not isinstance(options, dict):
+            raise LeanaugError(f"--phi-options {v['phi_options']!r}: expected a mapping")
+    params = {k: v[k] for k in AugmentDistillation.param_names() if k in v and k != "phi_options"}
+    est = AugmentDistillation.from_config({**params, "phi_options": options}, source="options")
+    est.validate()  # bad names / ranges fail before the experts are read
+    _required(v, "experts", "out")
+    console.print(
+        f"learning phi={v['phi']} on {100 * v['subset']:g}% of the data from {v['experts']} into "
+        f"{v['out']} ({v['iterations']} iterations, N={v['syn_steps']}, M={v['expert_epochs']}, "
+        f"T+={v['max_start_epoch']}, batch {v['batch']}, {v['optimizer']} lr {v['lr_phi']:g})"
+    )
+    est.fit(v["experts"], v["out"], data_dir=v["data_dir"], progress=True)
+    log = est.log_
+    if len(log):
+        tail = log.tail(max(1, len(log) // 10))
+        typer.echo(
+            f"last {len(tail)} iterations: matching loss {tail['loss'].mean():.4f} "
+            f"(identity phi {tail['loss_identity'].mean():.4f})"
+        )
+    typer.echo(f"learned step size alpha = {est.alpha_:.6g}")
+    typer.echo(f"wrote {Path(v['out']) / PHI_NAME}")
 
 
 # --------------------------------------------------------------------------- evaluate

@@ -52,16 +52,26 @@ together, and because the per-step DSA parameters must be replayed explicitly.
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from leanaug.device import resolve_device
 from leanaug.distill.networks import FlatModel
-from leanaug.errors import LeanaugError
+from leanaug.distill.synthetic import INITS, Checkpoint, initial_images, save_grid
+from leanaug.errors import DataError, LeanaugError
+from leanaug.results import read_json, read_parquet, write_json, write_parquet
+from leanaug.seeding import derive_seed, torch_generator
 
 MEMORY_MODES = ("unrolled", "constant", "tesla")
 
@@ -290,3 +300,588 @@ def check_plan_inputs(images: Tensor, labels: Tensor, batches: Sequence[Tensor])
     for b in batches:
         if b.numel() == 0:
             raise LeanaugError("empty synthetic minibatch")
+
+
+# --------------------------------------------------------------------------- the loop
+class DistillationDiverged(LeanaugError):
+    """The matching loss or the step size blew up; the last good checkpoint is kept."""
+
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+LOG_NAME = "log.parquet"
+SETTINGS_NAME = "distill_config.json"
+IMAGES_NAME = "images.safetensors"
+# Settings a resumed run may change (how long to run, how often to look).
+_RESUMABLE_CHANGES = (
+    "format",
+    "iterations",
+    "eval_every",
+    "eval_runs",
+    "eval_epochs",
+    "checkpoint_every",
+    "device",
+)
+
+
+@dataclass
+class TrajectoryMatching:
+    """Distil ``ipc`` images per class by matching expert trajectories (MTT).
+
+    Parameters follow the reference's names: ``syn_steps`` = N student steps per
+    iteration, ``expert_epochs`` = M, ``max_start_epoch`` = T+ (the start epoch is drawn
+    uniformly from ``0 .. T+ - 1``, as the reference's ``randint(0, T+)``), ``lr_img`` the
+    pixel learning rate, ``lr_teacher`` = alpha_0 the initial student step size,
+    ``batch_syn`` the student minibatch (``None``/0: all images every step).
+
+    The step size is ``alpha = exp(log_alpha)``, positive by construction. It is learned by
+    SGD (momentum 0.5) on ``log_alpha`` with learning rate ``lr_lr / alpha_0**2``: one step
+    then moves ``alpha`` by ``-lr_lr * (alpha / alpha_0)**2 * dL/dalpha`` to first order,
+    i.e. exactly the reference's update ``-lr_lr * dL/dalpha`` at ``alpha = alpha_0``, slower
+    as alpha shrinks (it can never cross zero) and faster as it grows.
+
+    ``memory``: ``"unrolled"`` | ``"constant"`` (exact, activation memory of one step) |
+    ``"tesla"`` (approximate); see the module docstring. ``loss_limit``: a matching loss
+    above it (or a non-finite loss, gradient, alpha or image) stops the run with
+    :class:`DistillationDiverged`.
+    """
+
+    ipc: int = 1
+    syn_steps: int = 20
+    expert_epochs: int = 2
+    max_start_epoch: int = 2
+    iterations: int = 500
+    lr_img: float = 100.0
+    lr_lr: float = 1e-5
+    lr_teacher: float = 0.01
+    batch_syn: int | None = None
+    init: str = "real"
+    dsa: bool = True
+    memory: str = "unrolled"
+    eval_every: int = 100
+    eval_runs: int = 5
+    eval_epochs: int = 300
+    checkpoint_every: int = 10
+    loss_limit: float = 1e3
+    seed: int = 0
+    device: str = "auto"
+
+    # ------------------------------------------------------------------ settings
+    @classmethod
+    def param_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def get_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.param_names()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], source: str = "config") -> TrajectoryMatching:
+        """From a mapping of settings (``lr-img`` and ``lr_img`` both work), types checked."""
+        kinds = {f.name: str(f.type) for f in fields(cls)}
+        params: dict[str, Any] = {}
+        for key, value in config.items():
+            name = str(key).replace("-", "_")
+            if name not in kinds:
+                raise LeanaugError(
+                    f"{source}: unknown setting {key!r}; valid: {', '.join(cls.param_names())}"
+                )
+            params[name] = _coerce(value, kinds[name], f"{source}: {key}")
+        return cls(**params)
+
+    def _validate(self) -> None:
+        checks = [
+            (self.ipc >= 1, f"ipc must be at least 1, got {self.ipc}"),
+            (self.syn_steps >= 1, f"syn_steps must be at least 1, got {self.syn_steps}"),
+            (
+                self.expert_epochs >= 1,
+                f"expert_epochs must be at least 1, got {self.expert_epochs}",
+            ),
+            (
+                self.max_start_epoch >= 1,
+                f"max_start_epoch must be at least 1, got {self.max_start_epoch}",
+            ),
+            (self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}"),
+            (
+                self.lr_img > 0 and math.isfinite(self.lr_img),
+                f"lr_img must be positive, got {self.lr_img}",
+            ),
+            (
+                self.lr_lr >= 0 and math.isfinite(self.lr_lr),
+                f"lr_lr must be >= 0, got {self.lr_lr}",
+            ),
+            (
+                self.lr_teacher > 0 and math.isfinite(self.lr_teacher),
+                f"lr_teacher must be positive, got {self.lr_teacher}",
+            ),
+            (
+                self.batch_syn is None or self.batch_syn >= 0,
+                f"batch_syn must be >= 0, got {self.batch_syn}",
+            ),
+            (self.init in INITS, f"init must be one of {', '.join(INITS)}, got {self.init!r}"),
+            (
+                self.memory in MEMORY_MODES,
+                f"memory must be one of {', '.join(MEMORY_MODES)}, got {self.memory!r}",
+            ),
+            (
+                self.eval_every >= 0 and self.eval_runs >= 1 and self.eval_epochs >= 1,
+                "eval_every must be >= 0 and eval_runs, eval_epochs >= 1",
+            ),
+            (
+                self.checkpoint_every >= 1,
+                f"checkpoint_every must be at least 1, got {self.checkpoint_every}",
+            ),
+            (self.loss_limit > 0, f"loss_limit must be positive, got {self.loss_limit}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise LeanaugError(message)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        experts_dir: str | os.PathLike[str],
+        out_dir: str | os.PathLike[str],
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        on_iteration: Callable[[int], None] | None = None,
+    ) -> TrajectoryMatching:
+        """Run (or resume) the distillation into ``out_dir``; see ``docs/results-distillation.md``.
+
+        Writes ``checkpoint.safetensors`` (every ``checkpoint_every`` iterations),
+        ``log.parquet``, ``grids/iter_NNNNNN.png`` at evaluations and finally
+        ``images.safetensors`` (the image-set format of :mod:`leanaug.distill.evaluate`)
+        and ``images.png``. Sets ``images_``, ``labels_``, ``lr_``, ``log_``.
+        """
+        self._validate()
+        run = _Run(self, Path(experts_dir), Path(out_dir), data_dir, progress, on_iteration)
+        run.execute()
+        self.images_, self.labels_, self.lr_, self.log_ = (
+            run.images.detach().cpu(),
+            run.labels.cpu(),
+            run.alpha(),
+            run.log_frame(),
+        )
+        return self
+
+
+def _coerce(value: Any, kind: str, where: str) -> Any:
+    """A config value as the annotated type (``int``, ``float``, ``bool``, ``str``, ``int | None``)."""
+    if value is None and "None" in kind:
+        return None
+    base = kind.split("|")[0].strip()
+    try:
+        if base == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+                return str(value).lower() in ("true", "yes", "1", "on")
+            raise ValueError(value)
+        if base == "int":
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError(value)
+            return int(float(value))
+        if base == "float":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise LeanaugError(f"{where}: expected {base}, got {value!r}") from None
+
+
+def read_settings_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A YAML (or JSON) mapping of distillation settings, e.g. ``configs/mtt/*.yaml``."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise LeanaugError(f"--config {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise LeanaugError(f"--config {path}: not valid YAML/JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise LeanaugError(f"--config {path}: expected a mapping of setting names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+_LOG_COLUMNS = (
+    "iteration",
+    "expert",
+    "start_epoch",
+    "loss",
+    "alpha",
+    "grad_norm",
+    "alpha_grad",
+    "seconds",
+    "eval_accuracy",
+    "eval_accuracy_std",
+    "eval_best_accuracy",
+)
+
+
+def _settings_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if key in _RESUMABLE_CHANGES:
+            continue
+        if old.get(key) != new.get(key):
+            out.append(f"{key}: {old.get(key)!r} there, {new.get(key)!r} now")
+    return out
+
+
+class _Run:
+    """One (possibly resumed) distillation run; state lives in ``out_dir``."""
+
+    def __init__(
+        self,
+        est: TrajectoryMatching,
+        experts_dir: Path,
+        out_dir: Path,
+        data_dir,
+        progress: bool,
+        on_iteration,
+    ) -> None:
+        self.est = est
+        self.experts_dir = experts_dir
+        self.out = out_dir
+        self.data_dir = data_dir
+        self.progress = progress
+        self.on_iteration = on_iteration
+        self.device = resolve_device(est.device)
+        self.rows: list[dict[str, Any]] = []
+        self._dataset = None
+        self._test: tuple[Tensor, Tensor] | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _load_experts(self) -> None:
+        from leanaug.distill.dsa import DSA
+        from leanaug.distill.experts import build_network, load_experts, load_preprocessor
+
+        est = self.est
+        self.experts = load_experts(self.experts_dir)
+        self.config = self.experts[0].config
+        self.pre = load_preprocessor(self.experts_dir)
+        epochs = min(e.epochs_done for e in self.experts)
+        if est.max_start_epoch - 1 + est.expert_epochs > epochs:
+            raise LeanaugError(
+                f"--max-start-epoch {est.max_start_epoch} with --expert-epochs {est.expert_epochs} needs experts of at "
+                f"least {est.max_start_epoch - 1 + est.expert_epochs} epochs; {self.experts_dir} has {epochs}"
+            )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(
+                0
+            )  # the module only gives shapes; students start at expert parameters
+            self.module = build_network(self.config["network"]).to(self.device)
+        self.model = FlatModel(self.module)
+        if self.model.size != self.experts[0].num_parameters:
+            raise LeanaugError(
+                f"{self.experts_dir}: experts have {self.experts[0].num_parameters} parameters, the network of "
+                f"config.json has {self.model.size}"
+            )
+        dsa_cfg = self.config.get("training", {}).get("dsa")
+        self.dsa = DSA(**dsa_cfg) if est.dsa and dsa_cfg else None
+        self.num_classes = int(self.config["network"]["num_classes"])
+
+    def dataset(self):
+        if self._dataset is None:
+            from leanaug.distill.experts import load_dataset_for
+
+            self._dataset = load_dataset_for(self.config, self.data_dir)
+        return self._dataset
+
+    def _settings(self) -> dict[str, Any]:
+        experts_cfg = {k: v for k, v in self.config.items() if k not in ("experts", "epochs")}
+        experts_cfg["dataset"] = {
+            k: v for k, v in experts_cfg.get("dataset", {}).items() if k != "data_dir"
+        }
+        return json.loads(
+            json.dumps(
+                {**self.est.get_params(), "experts": experts_cfg, "num_experts": len(self.experts)}
+            )
+        )
+
+    def _prepare(self) -> None:
+        est = self.est
+        self.out.mkdir(parents=True, exist_ok=True)
+        settings = self._settings()
+        settings_path = self.out / SETTINGS_NAME
+        ckpt_path = self.out / CHECKPOINT_NAME
+        if settings_path.exists():
+            diffs = _settings_differences(read_json(settings_path), settings)
+            if diffs:
+                raise LeanaugError(
+                    f"{self.out} holds a distillation run with other settings ({'; '.join(diffs)}); "
+                    "use another --out or the same settings"
+                )
+        elif ckpt_path.exists():
+            raise LeanaugError(
+                f"{self.out} holds a checkpoint but no {SETTINGS_NAME}; refusing to mix runs"
+            )
+        write_json(settings_path, {"format": "leanaug-distill/1", **settings})
+
+        dtype = torch.float32
+        if ckpt_path.exists():
+            ck = Checkpoint.load(ckpt_path)
+            self.start = ck.iteration
+            images = ck.images.to(self.device, dtype)
+            log_alpha = ck.log_alpha.to(self.device, dtype)
+            log_path = self.out / LOG_NAME
+            if log_path.exists():
+                frame = read_parquet(log_path)
+                frame = frame[frame["iteration"] <= ck.iteration]
+                self.rows = [
+                    {k: (None if pd.isna(v) else v) for k, v in row.items()}
+                    for row in frame.to_dict("records")
+                ]
+        else:
+            ck = None
+            self.start = 0
+            ds = self.dataset()
+            train_x = self.pre.transform(ds.train_images, device=self.device)
+            train_y = torch.as_tensor(ds.train_labels).to(self.device)
+            images, _ = initial_images(
+                train_x, train_y, self.num_classes, est.ipc, est.init, est.seed
+            )
+            images = images.to(dtype)
+            log_alpha = torch.tensor(math.log(est.lr_teacher), dtype=dtype, device=self.device)
+        self.labels = torch.arange(self.num_classes, device=self.device).repeat_interleave(est.ipc)
+        if images.shape[0] != self.labels.shape[0]:
+            raise DataError(
+                f"{ckpt_path}: {images.shape[0]} images, expected {self.labels.shape[0]}"
+            )
+        self.images = images.clone().requires_grad_(True)
+        self.log_alpha = log_alpha.clone().requires_grad_(True)
+        self.opt_img = torch.optim.SGD([self.images], lr=est.lr_img, momentum=0.5)
+        self.opt_lr = torch.optim.SGD(
+            [self.log_alpha], lr=est.lr_lr / est.lr_teacher**2, momentum=0.5
+        )
+        if ck is not None:
+            if ck.images_momentum is not None:
+                self.opt_img.state[self.images]["momentum_buffer"] = ck.images_momentum.to(
+                    self.device, dtype
+                ).clone()
+            if ck.log_alpha_momentum is not None:
+                self.opt_lr.state[self.log_alpha]["momentum_buffer"] = ck.log_alpha_momentum.to(
+                    self.device, dtype
+                ).clone()
+        self.last_checkpoint = self.start if ck is not None else None
+
+    # ------------------------------------------------------------------ helpers
+    def alpha(self) -> float:
+        return float(self.log_alpha.detach().exp())
+
+    def log_frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.rows, columns=list(_LOG_COLUMNS))
+        for col in _LOG_COLUMNS:
+            if col == "iteration":
+                frame[col] = frame[col].astype("int64")
+            elif col in ("expert", "start_epoch"):  # empty on the iteration-0 row
+                frame[col] = pd.to_numeric(frame[col]).astype("Int64")
+            else:
+                frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+        return frame
+
+    def _write_log(self) -> None:
+        write_parquet(self.out / LOG_NAME, self.log_frame())
+
+    def _checkpoint(self, iteration: int) -> None:
+        self._write_log()
+        mom_img = self.opt_img.state.get(self.images, {}).get("momentum_buffer")
+        mom_lr = self.opt_lr.state.get(self.log_alpha, {}).get("momentum_buffer")
+        Checkpoint(iteration, self.images.detach(), self.log_alpha.detach(), mom_img, mom_lr).save(
+            self.out / CHECKPOINT_NAME
+        )
+        self.last_checkpoint = iteration
+
+    def _display(self) -> Tensor:
+        with torch.no_grad():
+            return self.pre.inverse_transform(self.images.detach().float().cpu())
+
+    def _grid(self, iteration: int) -> None:
+        save_grid(
+            self.out / "grids" / f"iter_{iteration:06d}.png",
+            self._display(),
+            self.labels,
+            self.num_classes,
+        )
+
+    def _test_set(self) -> tuple[Tensor, Tensor]:
+        if self._test is None:
+            ds = self.dataset()
+            self._test = (
+                self.pre.transform(ds.test_images, device=self.device),
+                torch.as_tensor(ds.test_labels).to(self.device),
+            )
+        return self._test
+
+    def _evaluate(self, iteration: int) -> tuple[float, float, float]:
+        """(mean final, std final, mean best-epoch) test accuracy of fresh networks."""
+        from leanaug.distill.evaluate import evaluate_images
+
+        est = self.est
+        test_x, test_y = self._test_set()
+        strategy = self.dsa.strategy if self.dsa is not None else ""
+        result = evaluate_images(
+            self.images.detach(),
+            self.labels,
+            test_x,
+            test_y,
+            self.config["network"],
+            self.alpha(),
+            epochs=est.eval_epochs,
+            runs=est.eval_runs,
+            dsa=self.dsa is not None,
+            dsa_strategy=strategy or "none",
+            seed=derive_seed(est.seed, "eval", iteration),
+            device=self.device,
+        )
+        return result.final_mean, result.final_std, result.best_mean
+
+    def _diverged(self, iteration: int, what: str) -> None:
+        self._write_log()
+        where = (
+            f"the last good checkpoint (iteration {self.last_checkpoint}) is kept in {self.out / CHECKPOINT_NAME}"
+            if self.last_checkpoint is not None
+            else "no checkpoint was written yet"
+        )
+        raise DistillationDiverged(
+            f"distillation stopped at iteration {iteration}: {what} (try a smaller --lr-img, --lr-lr, "
+            f"--lr-teacher or --max-start-epoch); {where}"
+        )
+
+    # ------------------------------------------------------------------ the loop
+    def execute(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._load_experts()
+        self._prepare()
+        est = self.est
+        n = self.images.shape[0]
+        evaluating = est.eval_every > 0
+        if self.start == 0 and not self.rows:
+            acc = self._evaluate(0) if evaluating else (None, None, None)
+            self.rows.append(
+                dict(
+                    iteration=0,
+                    alpha=self.alpha(),
+                    eval_accuracy=acc[0],
+                    eval_accuracy_std=acc[1],
+                    eval_best_accuracy=acc[2],
+                )
+            )
+            self._grid(0)
+            self._checkpoint(0)
+        columns = (
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, disable=not self.progress) as bar:
+            task = bar.add_task(
+                "distilling", total=est.iterations, completed=min(self.start, est.iterations)
+            )
+            for it in range(self.start + 1, est.iterations + 1):
+                tic = time.perf_counter()
+                gen = torch_generator(est.seed, "iteration", it)
+                e = int(torch.randint(len(self.experts), (1,), generator=gen))
+                t = int(torch.randint(est.max_start_epoch, (1,), generator=gen))
+                plan = plan_student(n, est.syn_steps, est.batch_syn, gen)
+                start, target = expert_segment(self.experts[e].trajectory, t, est.expert_epochs)
+                alpha = self.log_alpha.detach().exp()
+                res = match_gradients(
+                    self.model,
+                    start.to(self.device),
+                    target.to(self.device),
+                    self.images.detach(),
+                    self.labels,
+                    alpha,
+                    plan,
+                    self.dsa,
+                    est.memory,
+                )
+                loss = float(res.loss)
+                grad_norm = float(res.grad_images.norm())
+                alpha_grad = float(res.grad_alpha)
+                row = dict(
+                    iteration=it,
+                    expert=e,
+                    start_epoch=t,
+                    loss=loss,
+                    alpha=float(alpha),
+                    grad_norm=grad_norm,
+                    alpha_grad=alpha_grad,
+                )
+                if not math.isfinite(loss) or loss > est.loss_limit:
+                    self.rows.append(row)
+                    self._diverged(
+                        it,
+                        f"matching loss {loss:.4g} is {'not finite' if not math.isfinite(loss) else f'above the limit {est.loss_limit:g}'}",
+                    )
+                if not (math.isfinite(grad_norm) and math.isfinite(alpha_grad)):
+                    self.rows.append(row)
+                    self._diverged(it, "the gradient is not finite")
+                self.images.grad = res.grad_images.to(self.images.dtype)
+                self.log_alpha.grad = (
+                    (res.grad_alpha * alpha).to(self.log_alpha.dtype).reshape(self.log_alpha.shape)
+                )
+                self.opt_img.step()
+                self.opt_lr.step()
+                self.images.grad = None
+                self.log_alpha.grad = None
+                new_alpha = self.alpha()
+                if not (math.isfinite(new_alpha) and new_alpha > 0) or not bool(
+                    torch.isfinite(self.images).all()
+                ):
+                    self.rows.append(row)
+                    self._diverged(
+                        it, f"after the update alpha is {new_alpha:.4g} or an image is not finite"
+                    )
+                row["seconds"] = time.perf_counter() - tic
+                last = it == est.iterations
+                evaluate_now = evaluating and (it % est.eval_every == 0 or last)
+                if evaluate_now:
+                    acc = self._evaluate(it)
+                    row.update(
+                        eval_accuracy=acc[0], eval_accuracy_std=acc[1], eval_best_accuracy=acc[2]
+                    )
+                    self._grid(it)
+                self.rows.append(row)
+                if evaluate_now or last or it % est.checkpoint_every == 0:
+                    self._checkpoint(it)
+                acc_text = (
+                    "" if row.get("eval_accuracy") is None else f" acc {row['eval_accuracy']:.3f}"
+                )
+                bar.update(
+                    task, advance=1, description=f"loss {loss:.4f} alpha {new_alpha:.3g}{acc_text}"
+                )
+                if self.on_iteration is not None:
+                    self.on_iteration(it)
+        self._finish()
+
+    def _finish(self) -> None:
+        from leanaug.distill.evaluate import save_image_set
+
+        self._write_log()
+        save_image_set(
+            self.out / IMAGES_NAME,
+            self.images.detach().cpu(),
+            self.labels.cpu(),
+            lr=self.alpha(),
+            metadata={
+                "experts": str(self.experts_dir),
+                "method": "trajectory matching (MTT)",
+                "iterations": self.est.iterations,
+                "settings": self.est.get_params(),
+            },
+        )
+        save_grid(self.out / "images.png", self._display(), self.labels, self.num_classes)
