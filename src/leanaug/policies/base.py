@@ -197,6 +197,8 @@ class Policy:
 
     name = "policy"
     weighting = "uniform"
+    #: True when the selection does not use the rng (given the scores).
+    deterministic = False
 
     def select(
         self,

@@ -66,6 +66,7 @@ class TopKPolicy(OrderPolicy):
     """Deterministic: highest score first (ties by lower index). Needs no rng."""
 
     name = "topk"
+    deterministic = True
 
     def order(self, problem: SelectionProblem, size: int, rng) -> np.ndarray:  # noqa: ANN001
         return np.argsort(-problem.scores, kind="stable")[:size]

@@ -18,6 +18,7 @@ class SupportVectorPolicy(OrderPolicy):
     """
 
     name = "sv"
+    deterministic = True
 
     def __init__(self, C: float = 1.0) -> None:
         self.C = C

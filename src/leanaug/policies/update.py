@@ -56,6 +56,11 @@ class UpdatePolicy(Policy):
         self.k = None if k is None else int(k)
         self.mode = mode
 
+    @property
+    def deterministic(self) -> bool:  # type: ignore[override]
+        """Greedy mode uses no randomness (a random score_fn brings its own rng)."""
+        return self.mode == "greedy"
+
     def select(
         self,
         problem: SelectionProblem,

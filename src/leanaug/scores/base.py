@@ -48,6 +48,8 @@ class Score:
     """
 
     name = "score"
+    #: True when the score itself is random (draws from ``rng``), e.g. ``random``.
+    stochastic = False
 
     def score(
         self,

@@ -37,7 +37,7 @@ def svm_margins(
     classes = np.unique(y)
     if classes.size < 2:
         raise LeanaugError(f"the margin score needs at least two classes, got {classes.tolist()}")
-    svm = LinearSVC(C=C, max_iter=max_iter, dual="auto")
+    svm = LinearSVC(C=C, max_iter=max_iter, dual="auto", random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         try:

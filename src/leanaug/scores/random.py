@@ -14,6 +14,7 @@ class RandomScore(Score):
     """Uniform(0, 1) scores drawn from ``rng`` (required: there is no hidden global seed)."""
 
     name = "random"
+    stochastic = True
 
     def _score(self, clf: LogisticClassifier, X, y, sample_weight, rng) -> np.ndarray:  # noqa: ANN001
         if rng is None:
