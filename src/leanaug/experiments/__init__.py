@@ -2,46 +2,44 @@
 
 >>> from leanaug.experiments import resolve_config, run_experiment
 >>> summary = run_experiment(resolve_config("configs/demo.yaml", out="runs/demo"))
+
+Names are imported lazily (PEP 562) so that joblib workers, which import
+``leanaug.experiments.runner``, do not pay for matplotlib.
 """
 
-from leanaug.experiments.config import (
-    DEMO,
-    SubsampleConfig,
-    load_config_file,
-    parse_spec,
-    resolve_config,
-    split_specs,
-)
-from leanaug.experiments.plots import (
-    auc_table,
-    make_plots,
-    plot_accuracy,
-    plot_top_bottom,
-    summarize,
-)
-from leanaug.experiments.runner import (
-    RESULT_COLUMNS,
-    RunSummary,
-    compute_baselines,
-    plan_units,
-    run_experiment,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DEMO",
-    "RESULT_COLUMNS",
-    "RunSummary",
-    "SubsampleConfig",
-    "auc_table",
-    "compute_baselines",
-    "load_config_file",
-    "make_plots",
-    "parse_spec",
-    "plan_units",
-    "plot_accuracy",
-    "plot_top_bottom",
-    "resolve_config",
-    "run_experiment",
-    "split_specs",
-    "summarize",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DEMO": "config",
+    "SubsampleConfig": "config",
+    "load_config_file": "config",
+    "parse_spec": "config",
+    "resolve_config": "config",
+    "split_specs": "config",
+    "auc_table": "plots",
+    "make_plots": "plots",
+    "plot_accuracy": "plots",
+    "plot_top_bottom": "plots",
+    "summarize": "plots",
+    "RESULT_COLUMNS": "runner",
+    "RunSummary": "runner",
+    "compute_baselines": "runner",
+    "plan_units": "runner",
+    "run_experiment": "runner",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+    return getattr(module, name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

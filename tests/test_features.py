@@ -1,0 +1,108 @@
+"""Featurizers: pixels, and the trained-once, frozen, cached smallcnn and resnet."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from leanaug.data import load_dataset
+from leanaug.errors import LeanaugError
+from leanaug.features import FEATURIZERS, ResNetFeaturizer, SmallCNNFeaturizer
+from leanaug.features.trained import TrainedNetFeaturizer
+from leanaug.paths import cache_root
+
+
+@pytest.fixture(scope="module")
+def digits38():
+    ds = load_dataset("digits", classes=[3, 8])
+    return ds.train_images, ds.train_labels
+
+
+def test_registry_names():
+    assert {"pixels", "smallcnn", "resnet"} <= set(FEATURIZERS.names())
+    with pytest.raises(LeanaugError, match="valid names: .*pixels"):
+        FEATURIZERS.get("vgg")
+
+
+def test_pixels_scaled_flattened_and_standardised(digits38):
+    images, labels = digits38
+    f = FEATURIZERS.get("pixels")().fit(images, labels)
+    x = f.transform(images)
+    assert x.shape == (len(images), 64) and x.dtype == np.float32
+    np.testing.assert_allclose(x, images.reshape(len(images), -1) / 255.0, atol=1e-7)
+    # float input in [0, 1] (an augmentation's output) takes the same path as uint8
+    np.testing.assert_array_equal(f.transform(torch.from_numpy(images).float() / 255.0), x)
+    z = FEATURIZERS.get("pixels")(standardize=True).fit(images, labels).transform(images)
+    varying = images.reshape(len(images), -1).std(0) > 0
+    np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(z.std(0)[varying], 1.0, atol=1e-4)
+    with pytest.raises(LeanaugError, match="shape"):
+        f.transform(np.zeros((2, 1, 4, 4), np.uint8))
+
+
+def test_smallcnn_trains_512d_and_cache_hit_skips_training(digits38, monkeypatch):
+    images, labels = digits38
+    f = SmallCNNFeaturizer(epochs=3, batch_size=32, progress=False, device="cpu").fit(
+        images, labels
+    )
+    assert not f.loaded_from_cache_
+    assert f.cache_path_.is_file() and f.cache_path_.parent == cache_root() / "featurizers"
+    feats = f.transform(images)
+    assert feats.shape == (len(images), 512)
+    assert np.all(np.isfinite(feats)) and feats.min() >= 0.0  # after the dense layer's ReLU
+    # it learned: last-epoch training loss well below the chance level log(2) = 0.69
+    assert f.train_loss_ < 0.5, f.train_loss_
+    # frozen: eval mode, no gradients, transform is deterministic (no dropout)
+    assert not f.net_.training and not any(p.requires_grad for p in f.net_.parameters())
+    np.testing.assert_array_equal(f.transform(images), feats)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("retrained although the cache holds this featurizer")
+
+    monkeypatch.setattr(TrainedNetFeaturizer, "_train", no_training)
+    g = SmallCNNFeaturizer(epochs=3, batch_size=32, progress=False, device="cpu").fit(
+        images, labels
+    )
+    assert g.loaded_from_cache_ and g.cache_path_ == f.cache_path_
+    np.testing.assert_array_equal(g.transform(images), feats)
+    # the key covers config, seed and data: any change means a different file
+    keys = {
+        SmallCNNFeaturizer(epochs=3, batch_size=32).cache_key(images, labels),
+        SmallCNNFeaturizer(epochs=4, batch_size=32).cache_key(images, labels),
+        SmallCNNFeaturizer(epochs=3, batch_size=32, seed=1).cache_key(images, labels),
+        SmallCNNFeaturizer(epochs=3, batch_size=32).cache_key(images[1:], labels[1:]),
+    }
+    assert len(keys) == 4
+    # device / progress do not change which net it is
+    assert SmallCNNFeaturizer(epochs=3, batch_size=32, device="cpu", progress=False).cache_key(
+        images, labels
+    ) == SmallCNNFeaturizer(epochs=3, batch_size=32).cache_key(images, labels)
+
+
+def test_resnet_pretrains_on_another_dataset_all_classes(digits38):
+    images, labels = digits38  # the task: digits 3 vs 8
+    f = ResNetFeaturizer(
+        depth=8,
+        width=4,
+        pretrain_dataset="digits",
+        pretrain_n_train=300,
+        epochs=1,
+        batch_size=100,
+        progress=False,
+        device="cpu",
+    ).fit(images, labels)
+    assert f.net_.head.out_features == 10  # trained on all ten digits, not the task's two
+    feats = f.transform(images[:50])
+    assert feats.shape == (50, 16)  # 4 * width after global average pooling
+    assert np.all(np.isfinite(feats))
+
+
+def test_resnet_bad_depth_and_shape_mismatch(digits38):
+    with pytest.raises(LeanaugError, match="6n\\+2"):
+        ResNetFeaturizer(depth=21)
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 3, 8, 8), dtype=np.uint8)
+    with pytest.raises(LeanaugError, match="shape"):
+        ResNetFeaturizer(depth=8, pretrain_dataset="digits", epochs=1, progress=False).fit(
+            rgb, np.arange(20) % 2
+        )
