@@ -924,7 +924,7 @@ def train_on_augmented(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if not math.isfinite(float(loss)):
+            if not math.isfinite(float(loss.detach())):
                 raise LeanaugError(
                     f"training run {r}: loss became {float(loss)} at step {step + 1}"
                 )

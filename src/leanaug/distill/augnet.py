@@ -185,7 +185,7 @@ class FreePhi(AugNet):
 def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     groups = math.gcd(4, cout)
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=1),
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),  # the norm removes a bias
         nn.GroupNorm(groups, cout),
         nn.ReLU(),
     )

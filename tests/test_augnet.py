@@ -1,0 +1,343 @@
+"""Augmentation by distillation (issue #7): phi families, gradients through the unroll, CLI."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from leanaug.cli.main import main
+from leanaug.distill.augment_training import (
+    AugmentDistillation,
+    PhiTransform,
+    phi_match_gradients,
+    plan_slots,
+    subset_indices,
+    train_on_augmented,
+)
+from leanaug.distill.augnet import PHI_FAMILIES, build_phi, load_phi, save_phi
+from leanaug.distill.matching import match_gradients, matching_loss, unroll_student
+from leanaug.distill.networks import ConvNet, FlatModel
+from leanaug.errors import LeanaugError
+
+IDENTITY_FAMILIES = ["free", "residual", "transform", "hallucinator"]
+
+
+def _batch(n=6, c=1, size=8, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, size, size, generator=g, dtype=dtype)
+    y = torch.arange(n) % 3
+    return x, y, torch.arange(n)
+
+
+# --------------------------------------------------------------------------- identity at init
+def test_registry_lists_every_family():
+    assert PHI_FAMILIES.names() == sorted(IDENTITY_FAMILIES + ["courseproject"])
+    with pytest.raises(LeanaugError, match="valid names: courseproject, free"):
+        build_phi("nosuch", 1, (8, 8), 3)
+
+
+@pytest.mark.parametrize("family", IDENTITY_FAMILIES)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_families_are_the_identity_at_init(family, channels):
+    x, y, idx = _batch(c=channels, size=12)
+    torch.manual_seed(1)
+    phi = build_phi(family, channels, (12, 12), 3, num_images=6)
+    for draw in range(3):  # whatever the noise
+        out = phi.augment(x, y, idx, generator=torch.Generator().manual_seed(draw))
+        assert out.shape == x.shape
+        assert (out - x).abs().max().item() <= 1e-6
+
+
+def test_course_project_is_not_the_identity_and_its_fixes_switch_on():
+    x, y, idx = _batch(c=3, size=12)
+    torch.manual_seed(0)
+    plain = build_phi("courseproject", 3, (12, 12), 3)
+    assert sum(p.numel() for p in plain.parameters()) == 1647  # ~1.65k weights, as reported
+    gen = torch.Generator().manual_seed(0)
+    assert (plain.augment(x, generator=gen) - x).abs().max() > 1e-3
+    fixed = build_phi("courseproject", 3, (12, 12), 3, options={"identity_init": True})
+    assert (fixed.augment(x, generator=gen) - x).abs().max() == 0
+    bounded = build_phi("courseproject", 3, (12, 12), 3, options={"bounded": True, "bound": 0.01})
+    assert (bounded.augment(x, generator=gen) - x).abs().max() <= 0.01
+
+
+def test_phi_is_stochastic_after_training_moves_it(tmp_path):
+    x, y, idx = _batch(size=12)
+    torch.manual_seed(0)
+    phi = build_phi("residual", 1, (12, 12), 3, options={"width": 4})
+    torch.nn.init.normal_(phi.out.weight, std=0.5)
+    a = phi.augment(x, y, generator=torch.Generator().manual_seed(0))
+    b = phi.augment(x, y, generator=torch.Generator().manual_seed(1))
+    assert (a - b).abs().max() > 1e-3  # two noise draws differ
+    assert (a - x).abs().max() <= phi.scale + 1e-6  # bounded by s
+    save_phi(tmp_path / "phi.safetensors", phi, metadata={"alpha": 0.5})
+    again, meta = load_phi(tmp_path / "phi.safetensors")
+    assert meta == {"alpha": 0.5}
+    c = again.augment(x, y, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(c, a, rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------- gradients
+def _setting(seed=3):
+    torch.manual_seed(seed)
+    net = ConvNet(1, 3, (8, 8), width=4, depth=2).double()
+    model = FlatModel(net)
+    theta0 = model.flat_parameters()
+    target = theta0 + 0.05 * torch.randn(
+        theta0.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64
+    )
+    x, y, idx = _batch(n=6, size=8, seed=5, dtype=torch.float64)
+    slots = plan_slots(6, 3, 4, torch.Generator().manual_seed(6))
+    return model, theta0, target, x, y, slots
+
+
+@pytest.mark.parametrize(
+    ("family", "memory"),
+    [("residual", "unrolled"), ("residual", "constant"), ("transform", "unrolled")],
+)
+def test_gradient_reaches_phi_weights_through_the_unroll(family, memory):
+    """dL/dw of phi's weights equals central finite differences (float64)."""
+    from leanaug.distill.dsa import DSA
+
+    model, theta0, target, x, y, slots = _setting()
+    options = {"width": 2, "noise_channels": 1} if family == "residual" else {"width": 2}
+    torch.manual_seed(7)
+    phi = build_phi(family, 1, (8, 8), 3, options=options).double()
+    with torch.no_grad():  # move off the identity so every layer gets a gradient
+        for p in phi.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    dsa = DSA("color_crop_scale")  # differentiable ops after phi, replayed by the seeds
+    pos = slots.images
+    xs, ys = x[pos], y[pos]
+    noise = phi.sample_noise(xs, torch.Generator().manual_seed(8))
+    alpha = torch.tensor(0.1, dtype=torch.float64)
+
+    def loss_value():
+        with torch.no_grad():
+            z = phi(xs, noise, labels=ys)
+        with torch.enable_grad():
+            theta_n = unroll_student(model, theta0, z, ys, alpha, slots.plan, dsa)
+        return float(matching_loss(theta_n, theta0, target))
+
+    phi.zero_grad()
+    res, _ = phi_match_gradients(
+        phi, model, theta0, target, xs, ys, None, noise, alpha, slots.plan, dsa, memory
+    )
+    assert float(res.loss) == pytest.approx(loss_value(), rel=1e-12)
+    params = dict(phi.named_parameters())
+    names = [n for n in params if params[n].grad is not None and params[n].grad.abs().max() > 0]
+    assert len(names) == len(params)  # every weight gets a gradient
+    eps = 1e-6
+    gen = torch.Generator().manual_seed(9)
+    for name in names:
+        p = params[name]
+        for flat in torch.randint(p.numel(), (1,), generator=gen).tolist():
+            with torch.no_grad():
+                p.view(-1)[flat] += eps
+                up = loss_value()
+                p.view(-1)[flat] -= 2 * eps
+                down = loss_value()
+                p.view(-1)[flat] += eps
+            fd = (up - down) / (2 * eps)
+            assert p.grad.view(-1)[flat].item() == pytest.approx(fd, rel=1e-5, abs=1e-10), name
+
+
+def test_free_phi_on_an_ipc_subset_is_mtt_pixel_learning():
+    """free phi (sigma 0): same loss, and dL/dr equals MTT's dL/dimages at x + r."""
+    from leanaug.distill.dsa import DSA
+
+    model, theta0, target, x, y, _ = _setting()
+    gen = torch.Generator().manual_seed(6)
+    slots = plan_slots(6, 4, 3, gen)  # 4 steps of 3: every image is used twice
+    phi = build_phi("free", 1, (8, 8), 3, num_images=6).double()
+    with torch.no_grad():
+        phi.residual.normal_(0, 0.2)
+    dsa = DSA()
+    pos = slots.images
+    noise = phi.sample_noise(x[pos], torch.Generator().manual_seed(1))
+    alpha = torch.tensor(0.05, dtype=torch.float64)
+    res, _ = phi_match_gradients(
+        phi, model, theta0, target, x[pos], y[pos], pos, noise, alpha, slots.plan, dsa
+    )
+    # MTT: learnable pixels x + r, the same minibatches (indices into the 6 images)
+    inner = plan_slots(6, 4, 3, torch.Generator().manual_seed(6))
+    mtt_plan = type(slots.plan)(
+        batches=[inner.images[b] for b in inner.plan.batches], aug_seeds=inner.plan.aug_seeds
+    )
+    pixels = (x + phi.residual).detach()
+    ref = match_gradients(model, theta0, target, pixels, y, alpha, mtt_plan, dsa, "unrolled")
+    assert float(res.loss) == pytest.approx(float(ref.loss), rel=1e-12)
+    torch.testing.assert_close(phi.residual.grad, ref.grad_images, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(res.grad_alpha, ref.grad_alpha, rtol=1e-9, atol=1e-12)
+
+
+def test_subsets_are_stratified_nested_and_checked():
+    labels = torch.arange(10).repeat_interleave(100).numpy()
+    one, ten = subset_indices(labels, 0.01, 0), subset_indices(labels, 0.1, 0)
+    assert len(one) == 10 and len(ten) == 100
+    assert set(one) <= set(ten)
+    assert sorted(labels[ten].tolist()) == sorted(list(range(10)) * 10)
+    assert len(subset_indices(labels, 1.0)) == 1000
+    for bad in (0.0, -0.1, 1.5, float("nan")):
+        with pytest.raises(LeanaugError, match=r"\(0, 1\]"):
+            subset_indices(labels, bad)
+
+
+def test_train_on_augmented_applies_the_transform_to_every_batch():
+    x, y, _ = _batch(n=20, size=8)
+    y = torch.arange(20) % 3
+    seen = []
+
+    def spy(xb, yb, index, gen):
+        seen.append(index.clone())
+        return xb
+
+    network = dict(
+        name="convnet", in_channels=1, num_classes=3, image_size=[8, 8], width=4, depth=2
+    )
+    res = train_on_augmented(
+        x, y, x, y, network, transform=spy, steps=5, batch_size=8, runs=1, device="cpu"
+    )
+    assert len(seen) == 5 and all(len(s) <= 8 for s in seen)
+    assert 0.0 <= res.final_accuracy[0] <= 1.0
+    again = train_on_augmented(
+        x, y, x, y, network, transform=spy, steps=5, batch_size=8, runs=1, device="cpu"
+    )
+    assert again.final_accuracy == res.final_accuracy  # seeded
+
+
+# --------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def tiny_experts(tmp_path_factory):
+    """1 expert x 2 epochs on sklearn digits (8x8), width 8, depth 2, via the CLI."""
+    out = tmp_path_factory.mktemp("experts")
+    argv = ["distill", "experts", "--dataset", "digits", "--experts", "1", "--epochs", "2"]
+    argv += ["--width", "8", "--depth", "2", "--batch-size", "128", "--lr", "0.05"]
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--out", str(out), "--device", "cpu"])
+    assert info.value.code in (0, None)
+    return out
+
+
+def _augment_argv(experts, out, *extra):
+    return [
+        "distill",
+        "augment",
+        "--experts",
+        str(experts),
+        "--out",
+        str(out),
+        "--phi",
+        "residual",
+        "--phi-options",
+        "{width: 4, noise_channels: 2}",
+        "--subset",
+        "0.1",
+        "--syn-steps",
+        "2",
+        "--batch",
+        "16",
+        "--expert-epochs",
+        "1",
+        "--max-start-epoch",
+        "2",
+        "--lr-phi",
+        "0.01",
+        "--picture-every",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--device",
+        "cpu",
+        *extra,
+    ]
+
+
+def test_cli_augment_end_to_end_and_resume(tiny_experts, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(_augment_argv(tiny_experts, tmp_path / "whole", "--iterations", "4"))
+    assert info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "learned step size alpha" in out and "phi.safetensors" in out
+    whole = tmp_path / "whole"
+    for name in ("phi.safetensors", "log.parquet", "curves.png", "phi.png", "augment_config.json"):
+        assert (whole / name).is_file(), name
+    assert (whole / "pictures" / "iter_000004.png").is_file()
+    log = pd.read_parquet(whole / "log.parquet")
+    assert list(log["iteration"]) == [1, 2, 3, 4]
+    assert log["loss"].notna().all() and log["loss_identity"].notna().all()
+    assert (log["alpha"] > 0).all()
+    phi, meta = load_phi(whole / "phi.safetensors")
+    assert meta["subset"] == 0.1 and meta["alpha"] > 0 and meta["subset_size"] > 0
+    assert phi.config()["options"]["width"] == 4
+
+    # a run stopped after 2 iterations and resumed is the uninterrupted run
+    AugmentDistillation(iterations=2, **_fast()).fit(
+        tiny_experts, tmp_path / "split", progress=False
+    )
+    resumed = AugmentDistillation(iterations=4, **_fast()).fit(
+        tiny_experts, tmp_path / "split", progress=False
+    )
+    pd.testing.assert_frame_equal(
+        resumed.log_.drop(columns=["seconds"]), log.drop(columns=["seconds"])
+    )
+    phi2, _ = load_phi(tmp_path / "split" / "phi.safetensors")
+    for (n1, a), (_, b) in zip(phi.state_dict().items(), phi2.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=n1)
+    # phi applies to any images of the right shape, e.g. a whole training set
+    x = torch.randn(5, 1, 8, 8)
+    assert (
+        PhiTransform(phi)(x, torch.zeros(5).long(), torch.arange(5), torch.Generator()).shape
+        == x.shape
+    )
+    # other settings in the same folder are refused
+    with pytest.raises(LeanaugError, match="other settings"):
+        AugmentDistillation(iterations=4, **{**_fast(), "lr_phi": 0.5}).fit(
+            tiny_experts, tmp_path / "split", progress=False
+        )
+
+
+def _fast():
+    return dict(
+        phi="residual",
+        phi_options={"width": 4, "noise_channels": 2},
+        subset=0.1,
+        syn_steps=2,
+        batch=16,
+        expert_epochs=1,
+        max_start_epoch=2,
+        lr_phi=0.01,
+        picture_every=2,
+        checkpoint_every=1,
+        device="cpu",
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--phi", "nosuch"],
+            "valid names: courseproject, free, hallucinator, residual, transform",
+        ),
+        (["--subset", "0"], "(0, 1]"),
+        (["--subset", "1.5"], "(0, 1]"),
+        (["--optimizer", "lbfgs"], "adam, sgd"),
+        (["--phi-options", "[1, 2]"], "expected a mapping"),
+    ],
+)
+def test_cli_augment_bad_input_exits_2_with_one_line(tmp_path, capsys, extra, message):
+    argv = _augment_argv(tmp_path / "no-experts", tmp_path / "out", *extra)
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and message in err, err
+
+
+def test_cli_augment_missing_experts_is_a_user_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(_augment_argv(tmp_path / "missing", tmp_path / "out", "--iterations", "1"))
+    assert info.value.code == 2
+    assert "does not exist" in capsys.readouterr().err
