@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -45,6 +46,10 @@ def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
     return h.hexdigest()
 
 
+# Progress bars go to stderr (stdout carries results) and only to a terminal.
+_STDERR = Console(stderr=True)
+
+
 def _progress(enabled: bool) -> Progress:
     return Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -53,7 +58,8 @@ def _progress(enabled: bool) -> Progress:
         TextColumn("{task.fields[info]}"),
         TimeRemainingColumn(),
         transient=True,
-        disable=not enabled,
+        console=_STDERR,
+        disable=not (enabled and _STDERR.is_terminal),
     )
 
 
