@@ -155,6 +155,17 @@ def run(
         None, help="Worker processes (-1: all cores); results do not depend on it."
     ),
     device: str = typer.Option(None, help="auto, cpu or cuda (for training a featurizer)."),
+    executor: str = typer.Option(
+        None,
+        help="Where the units run: local (this machine, --n-jobs workers) or ray (one Ray "
+        "task per unit; needs pip install -e '.[ray]'). Results do not depend on it.",
+    ),
+    ray_address: str = typer.Option(
+        None,
+        "--ray-address",
+        help="Ray cluster to join with --executor ray: auto, HOST:6379 or ray://HOST:10001. "
+        "Without it: a local Ray instance with --n-jobs CPUs.",
+    ),
     out: str = typer.Option(None, help="Output folder; re-running the same command resumes."),
     overwrite: bool = typer.Option(
         False, "--overwrite", "--force", help="Delete the folder's previous results first."
@@ -182,6 +193,8 @@ def run(
         seed=seed,
         n_jobs=n_jobs,
         device=device,
+        executor=executor,
+        ray_address=ray_address,
         out=out,
     )
     summary = run_experiment(cfg, overwrite=overwrite, progress=progress, plots=plot)

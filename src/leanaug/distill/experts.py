@@ -20,6 +20,11 @@ without momentum keeps no state beyond the parameters, so a killed run started a
 the same arguments resumes at its last finished epoch and produces exactly the same files
 as an uninterrupted run (bit for bit on CPU; on CUDA up to the GPU kernels' own
 nondeterminism). Asking for more experts or epochs later extends the same trajectories.
+
+``executor="ray"`` (``leanaug distill experts --executor ray``) trains one Ray task per
+unfinished expert (:func:`run_expert_task`, a GPU each when the cluster has GPUs); a task
+whose worker dies is retried and resumes from its own file, and the driver skips experts
+that are already finished.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from leanaug.distill.preprocess import CONFIG_NAME as PREPROCESS_CONFIG
 from leanaug.distill.preprocess import Preprocessor
 from leanaug.distill.training import accuracy, train_epoch
 from leanaug.errors import DataError, LeanaugError
+from leanaug.executors import Executor, LocalExecutor, make_executor
 from leanaug.results import read_json, write_json, write_with
 from leanaug.seeding import derive_seed, torch_generator
 
@@ -330,15 +336,30 @@ def train_experts(
     device: str | torch.device = "auto",
     dataset_spec: dict[str, Any] | None = None,
     progress: bool = True,
+    executor: str | Executor | None = None,
+    ray_address: str | None = None,
 ) -> list[ExpertTrajectory]:
-    """Train (or resume / extend) ``experts`` expert trajectories of ``epochs`` epochs into ``out_dir``."""
+    """Train (or resume / extend) ``experts`` expert trajectories of ``epochs`` epochs into ``out_dir``.
+
+    ``executor``: ``None`` / ``"local"`` trains the experts one after another in this
+    process; ``"ray"`` (on ``ray_address``, else a local Ray instance) or an
+    :class:`~leanaug.executors.Executor` runs one task per unfinished expert, see
+    :func:`run_expert_task`. The files are the same either way.
+    """
     if experts < 1 or epochs < 1:
         raise LeanaugError(
             f"need at least 1 expert and 1 epoch, got experts={experts} epochs={epochs}"
         )
     if batch_size < 1 or lr <= 0:
         raise LeanaugError(f"need batch_size >= 1 and lr > 0, got batch_size={batch_size} lr={lr}")
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    # An executor by name is made here, so a bad name or a missing Ray fails before any work.
+    owned = not isinstance(executor, Executor)
+    ex = make_executor(executor, n_jobs=-1, address=ray_address) if owned else executor
+    remote = not isinstance(ex, LocalExecutor)  # local: the loop below, in this process
+    if remote:  # the workers resolve --device on their own machines; data ships from CPU
+        dev = torch.device("cpu")
+    else:
+        dev = device if isinstance(device, torch.device) else resolve_device(device)
     out = Path(out_dir)
     config = expert_config(
         dataset,
@@ -363,6 +384,25 @@ def train_experts(
     test_x = pre.transform(dataset.test_images, device=dev)
     test_y = torch.as_tensor(dataset.test_labels).to(dev)
     dsa = DSA(dsa_strategy) if dsa_strategy else None
+    if remote:
+        job = ExpertJob(
+            config=config,
+            out_dir=str(out.resolve()),
+            train_x=train_x,
+            train_y=train_y,
+            test_x=test_x,
+            test_y=test_y,
+            lr=lr,
+            batch_size=batch_size,
+            dsa_strategy=dsa_strategy,
+            device=str(device),
+            experts=experts,
+        )
+        try:
+            return _train_experts_on(ex, job, out, epochs, seed, progress)
+        finally:
+            if owned:
+                ex.close()
 
     from rich.progress import (
         BarColumn,
@@ -384,48 +424,189 @@ def train_experts(
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task("experts", total=experts * epochs)
         for i in range(experts):
-            path = expert_path(out, i)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(derive_seed(seed, "expert", i, "init"))
-                module = build_network(config["network"])  # built on CPU: same init on any device
-            flat = FlatModel(module)
-            if path.exists():
-                prev = load_expert(path, config)
-                if prev.num_parameters != flat.size:
-                    raise DataError(
-                        f"{path}: {prev.num_parameters} parameters, the network has {flat.size}"
-                    )
-                rows = list(prev.trajectory.unbind(0))
-                test_acc, train_loss = prev.test_accuracy, prev.train_loss
-                flat.load_into_module(rows[-1])
-            else:
-                rows, test_acc, train_loss = [flat.flat_parameters().clone()], [], []
-            module.to(dev)
-            optimizer = torch.optim.SGD(module.parameters(), lr=lr, momentum=0.0, weight_decay=0.0)
-            done = len(rows) - 1
-            bar.advance(task, min(done, epochs))
-            for epoch in range(done, epochs):
-                bar.update(task, description=f"expert {i + 1}/{experts} epoch {epoch + 1}/{epochs}")
-                gen = torch_generator(seed, "expert", i, "epoch", epoch)
-                loss = train_epoch(
-                    module,
-                    optimizer,
-                    train_x,
-                    train_y,
-                    batch_size=batch_size,
-                    generator=gen,
-                    dsa=dsa,
-                )
-                if not np.isfinite(loss):
-                    raise LeanaugError(
-                        f"expert {i} epoch {epoch + 1}: the training loss is {loss} (lower --lr)"
-                    )
-                test_acc.append(accuracy(module, test_x, test_y))
-                train_loss.append(loss)
-                rows.append(flat.flat_parameters().cpu().clone())
-                _save_expert(path, rows, test_acc, train_loss, i)
-                bar.advance(task)
             results.append(
-                ExpertTrajectory(torch.stack(rows), list(test_acc), config, list(train_loss), path)
+                _train_expert(
+                    i,
+                    config,
+                    out,
+                    (train_x, train_y, test_x, test_y),
+                    dsa,
+                    epochs=epochs,
+                    lr=lr,
+                    batch_size=batch_size,
+                    seed=seed,
+                    dev=dev,
+                    bar=bar,
+                    task=task,
+                    experts=experts,
+                )
             )
     return results
+
+
+def _train_expert(
+    i: int,
+    config: dict[str, Any],
+    out: Path,
+    data: tuple[Tensor, Tensor, Tensor, Tensor],
+    dsa: DSA | None,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    dev: torch.device,
+    bar: Any,
+    task: Any,
+    experts: int,
+) -> ExpertTrajectory:
+    """Train (or resume) expert ``i`` up to ``epochs`` epochs, rewriting its file after each."""
+    train_x, train_y, test_x, test_y = data
+    path = expert_path(out, i)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "expert", i, "init"))
+        module = build_network(config["network"])  # built on CPU: same init on any device
+    flat = FlatModel(module)
+    if path.exists():
+        prev = load_expert(path, config)
+        if prev.num_parameters != flat.size:
+            raise DataError(
+                f"{path}: {prev.num_parameters} parameters, the network has {flat.size}"
+            )
+        rows = list(prev.trajectory.unbind(0))
+        test_acc, train_loss = prev.test_accuracy, prev.train_loss
+        flat.load_into_module(rows[-1])
+    else:
+        rows, test_acc, train_loss = [flat.flat_parameters().clone()], [], []
+    module.to(dev)
+    optimizer = torch.optim.SGD(module.parameters(), lr=lr, momentum=0.0, weight_decay=0.0)
+    done = len(rows) - 1
+    bar.advance(task, min(done, epochs))
+    for epoch in range(done, epochs):
+        bar.update(task, description=f"expert {i + 1}/{experts} epoch {epoch + 1}/{epochs}")
+        gen = torch_generator(seed, "expert", i, "epoch", epoch)
+        loss = train_epoch(
+            module,
+            optimizer,
+            train_x,
+            train_y,
+            batch_size=batch_size,
+            generator=gen,
+            dsa=dsa,
+        )
+        if not np.isfinite(loss):
+            raise LeanaugError(
+                f"expert {i} epoch {epoch + 1}: the training loss is {loss} (lower --lr)"
+            )
+        test_acc.append(accuracy(module, test_x, test_y))
+        train_loss.append(loss)
+        rows.append(flat.flat_parameters().cpu().clone())
+        _save_expert(path, rows, test_acc, train_loss, i)
+        bar.advance(task)
+    return ExpertTrajectory(torch.stack(rows), list(test_acc), config, list(train_loss), path)
+
+
+# -- one task per expert (leanaug.executors: Ray) ------------------------------------------
+@dataclass(frozen=True)
+class ExpertTask:
+    """One expert of a run. Its identity (``seed``, ``index``) names all its randomness
+    (``derive_seed(seed, "expert", index, ...)``), whichever worker runs it."""
+
+    index: int
+    seed: int
+    epochs: int
+
+
+@dataclass
+class ExpertJob:
+    """What every expert task needs, shipped once: the config and the preprocessed data (CPU)."""
+
+    config: dict[str, Any]
+    out_dir: str
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    lr: float
+    batch_size: int
+    dsa_strategy: str
+    device: str
+    experts: int
+    #: torch threads of a task (the CPUs Ray reserves for it). CPU results depend on the
+    #: thread count in the last bits: a task's files equal a local run's bit for bit when
+    #: both use the same count (``torch.set_num_threads``), else to float32 rounding.
+    threads: int = 1
+
+
+def run_expert_task(job: ExpertJob, task: ExpertTask) -> tuple[int, ExpertTrajectory]:
+    """Train (or resume) one expert on this worker: ``(index, trajectory)``.
+
+    Idempotent: the expert's own file ``expert_NNN.safetensors`` is rewritten atomically
+    after every epoch, and a re-run (a retried task after its worker was killed) resumes
+    at the last finished epoch with the same seeds, so it ends with the same file.
+    """
+    from rich.progress import Progress
+
+    dev = resolve_device(job.device)  # on this worker (Ray sets CUDA_VISIBLE_DEVICES)
+    data = tuple(t.to(dev) for t in (job.train_x, job.train_y, job.test_x, job.test_y))
+    dsa = DSA(job.dsa_strategy) if job.dsa_strategy else None
+    bar = Progress(disable=True)  # the driver shows progress by finished experts
+    threads = torch.get_num_threads()
+    torch.set_num_threads(job.threads)
+    try:
+        result = _train_expert(
+            task.index,
+            job.config,
+            Path(job.out_dir),
+            data,  # type: ignore[arg-type]
+            dsa,
+            epochs=task.epochs,
+            lr=job.lr,
+            batch_size=job.batch_size,
+            seed=task.seed,
+            dev=dev,
+            bar=bar,
+            task=bar.add_task("expert", total=task.epochs),
+            experts=job.experts,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return task.index, result
+
+
+def _train_experts_on(
+    ex: Executor,
+    job: ExpertJob,
+    out: Path,
+    epochs: int,
+    seed: int,
+    progress: bool,
+) -> list[ExpertTrajectory]:
+    """One :func:`run_expert_task` per unfinished expert on ``executor``; finished ones are read."""
+    config = job.config
+    finished: dict[int, ExpertTrajectory] = {}
+    todo = []
+    for i in range(job.experts):
+        path = expert_path(out, i)
+        if path.exists():
+            prev = load_expert(path, config)
+            if prev.epochs_done >= epochs:
+                finished[i] = prev
+                continue
+        todo.append(ExpertTask(i, seed, epochs))
+    description = f"experts ({ex.describe()})" if progress else None
+    use_gpu = job.device != "cpu"
+    for i, result in ex.map(
+        run_expert_task, todo, shared=job, progress=description, use_gpu=use_gpu
+    ):
+        path = expert_path(out, i)
+        # Workers on other machines without a shared file system wrote their own copy;
+        # the driver's file is then written from the returned trajectory.
+        if not path.exists() or load_expert(path, config).epochs_done < result.epochs_done:
+            rows = list(result.trajectory.unbind(0))
+            _save_expert(path, rows, result.test_accuracy, result.train_loss, i)
+        result.path = path
+        finished[i] = result
+    for stale in out.glob(".expert_*.safetensors"):  # temp files of killed attempts
+        stale.unlink(missing_ok=True)
+    return [finished[i] for i in sorted(finished)]

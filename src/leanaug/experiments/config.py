@@ -24,7 +24,7 @@ from leanaug.errors import LeanaugError
 
 #: Fields that say where or how fast a run is computed, not what it computes; changing
 #: them does not invalidate an output folder's finished results.
-EXECUTION_FIELDS = ("out", "n_jobs", "device")
+EXECUTION_FIELDS = ("out", "n_jobs", "device", "executor", "ray_address")
 
 PAPER_BUDGETS = [1, 10, 50, 100, 250, 500, 750, 1000]
 
@@ -55,6 +55,11 @@ class SubsampleConfig:
     out: str = "runs/subsample"
     n_jobs: int = 1
     device: str = "auto"
+    #: ``local`` (joblib with ``n_jobs``) or ``ray`` (one Ray task per unit; see
+    #: :mod:`leanaug.executors`); ``ray_address``: the Ray cluster to join (``auto``,
+    #: ``HOST:6379``, ``ray://HOST:10001``), none for a local instance with ``n_jobs`` CPUs.
+    executor: str = "local"
+    ray_address: str | None = None
 
     # -- conversions --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +106,7 @@ class SubsampleConfig:
             raise LeanaugError(
                 "n_jobs must be a positive number of workers or -1 for all cores, got 0"
             )
+        self._validate_executor()
         if not self.budgets:
             raise LeanaugError(
                 "budgets is empty: give at least one budget (e.g. --budgets 1,10,50)"
@@ -129,6 +135,19 @@ class SubsampleConfig:
             if dup:
                 raise LeanaugError(f"{kind} lists {sorted(dup)} more than once")
         return self
+
+    def _validate_executor(self) -> None:
+        from leanaug.executors import EXECUTORS, RAY_INSTALL_HINT, ray_available
+
+        EXECUTORS.get(self.executor)
+        if self.ray_address and self.executor != "ray":
+            raise LeanaugError(
+                f"ray_address {self.ray_address!r} needs executor 'ray' (got {self.executor!r})"
+            )
+        if self.executor == "ray" and not ray_available():
+            raise LeanaugError(
+                f"--executor ray needs Ray, which is not installed: {RAY_INSTALL_HINT}"
+            )
 
 
 # -- specs ------------------------------------------------------------------------------
@@ -286,7 +305,7 @@ def _normalize(values: dict[str, Any]) -> dict[str, Any]:
     params = dict(out.get("featurizer_params") or {})
     params.update(fparams)  # parameters in the spec win over featurizer_params
     out["featurizer"], out["featurizer_params"] = fname, params
-    for key in ("data_dir", "out"):
+    for key in ("data_dir", "out", "executor", "ray_address"):
         if out.get(key) is not None:
             out[key] = str(out[key])
     return out
