@@ -47,12 +47,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from joblib import Parallel, delayed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from threadpoolctl import threadpool_limits
 
 from leanaug.classifier import LogisticClassifier
 from leanaug.errors import LeanaugError
+from leanaug.executors import Executor, make_executor
 from leanaug.experiments.config import EXECUTION_FIELDS, SubsampleConfig, instantiate, parse_spec
 from leanaug.results import (
     read_json,
@@ -497,9 +497,18 @@ class RunSummary:
 
 
 def run_experiment(
-    config: SubsampleConfig, overwrite: bool = False, progress: bool = True, plots: bool = True
+    config: SubsampleConfig,
+    overwrite: bool = False,
+    progress: bool = True,
+    plots: bool = True,
+    executor: Executor | None = None,
 ) -> RunSummary:
-    """Run (or resume) the experiment described by ``config``; see the module doc."""
+    """Run (or resume) the experiment described by ``config``; see the module doc.
+
+    The units run on ``executor`` when given (left open), else on the one named by
+    ``config.executor`` (:mod:`leanaug.executors`; ``local`` with ``n_jobs`` workers, or
+    ``ray``: one Ray task per unit, on ``config.ray_address`` or a local instance).
+    """
     start = time.perf_counter()
     config.validate()
     from leanaug.augment import preset_names
@@ -519,7 +528,7 @@ def run_experiment(
     # slower, and on a busy machine up to 50x slower (spinning threads); parallelism comes
     # from n_jobs worker processes instead.
     with threadpool_limits(limits=1):
-        return _run_fitted_part(config, out, fs, fresh, progress, plots, start)
+        return _run_fitted_part(config, out, fs, fresh, progress, plots, start, executor)
 
 
 def _run_fitted_part(
@@ -530,6 +539,7 @@ def _run_fitted_part(
     progress: bool,
     plots: bool,
     start: float,
+    executor: Executor | None = None,
 ) -> RunSummary:
     n = fs.train.shape[0]
     refits = 0
@@ -584,13 +594,27 @@ def _run_fitted_part(
         if todo:
             shared = _Shared(fs, scores, base(), list(config.budgets), config.C, config.seed)
             frames = [results] if len(results) else []
-            parallel = Parallel(n_jobs=config.n_jobs, return_as="generator_unordered")
-            for rows in parallel(delayed(run_unit)(shared, u) for u in todo):
-                frames.append(pd.DataFrame(rows, columns=RESULT_COLUMNS))
-                refits += len(rows)
-                results = _order_results(pd.concat(frames, ignore_index=True), config)
-                write_parquet(results_path, results)
-                bar.advance(task)
+            owned = executor is None
+            ex = (
+                make_executor(config.executor, n_jobs=config.n_jobs, address=config.ray_address)
+                if owned
+                else executor
+            )
+            try:
+                for rows in ex.map(run_unit, todo, shared=shared):
+                    frames.append(pd.DataFrame(rows, columns=RESULT_COLUMNS))
+                    refits += len(rows)
+                    # Rows are keyed by unit identity: a unit delivered twice (a retried
+                    # task) replaces its rows instead of duplicating them.
+                    merged = pd.concat(frames, ignore_index=True).drop_duplicates(
+                        ["score", "policy", "trial", "budget"], keep="last"
+                    )
+                    results = _order_results(merged, config)
+                    write_parquet(results_path, results)
+                    bar.advance(task)
+            finally:
+                if owned:
+                    ex.close()
     if len(results):
         results = _order_results(results, config)
     if not todo and not results_path.is_file():
