@@ -93,6 +93,17 @@ def experts_command(
     ),
     seed: int = typer.Option(0, help="Base seed (initialisations, batch order, DSA)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    executor: str = typer.Option(
+        "local",
+        help="local: the experts one after another in this process; ray: one Ray task per "
+        "expert (a GPU each when the cluster has GPUs; needs pip install -e '.[ray]').",
+    ),
+    ray_address: str = typer.Option(
+        None,
+        "--ray-address",
+        help="Ray cluster for --executor ray: auto, HOST:6379 or ray://HOST:10001 "
+        "(default: a local Ray instance on all cores).",
+    ),
     config: Path = typer.Option(None, help="YAML/JSON file of option values (flags win)."),
 ) -> None:
     """Train expert trajectories: parameters after init and after every epoch."""
@@ -132,6 +143,8 @@ def experts_command(
         device=v["device"],
         dataset_spec=spec,
         progress=True,
+        executor=v["executor"],
+        ray_address=v["ray_address"],
     )
     for e in result:
         acc = e.test_accuracy[-1] if e.test_accuracy else float("nan")
