@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from threadpoolctl import threadpool_limits
 
@@ -458,6 +459,10 @@ def prepare_out_dir(config: SubsampleConfig, overwrite: bool = False) -> Path:
     return out
 
 
+# Progress bars go to stderr (stdout carries results) and only to a terminal.
+_STDERR = Console(stderr=True)
+
+
 def _progress(enabled: bool) -> Progress:
     return Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -465,7 +470,8 @@ def _progress(enabled: bool) -> Progress:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         transient=True,
-        disable=not enabled,
+        console=_STDERR,
+        disable=not (enabled and _STDERR.is_terminal),
     )
 
 
