@@ -19,6 +19,13 @@ import numpy as np
 import pandas as pd
 
 
+def _umask_mode() -> int:
+    # mkstemp creates files 0600; give results the mode a plain open() would.
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
@@ -29,6 +36,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _umask_mode())
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
@@ -83,6 +91,7 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> 
     tmp_path = Path(tmp)
     try:
         writer(tmp_path)
+        os.chmod(tmp_path, _umask_mode())
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

@@ -8,9 +8,12 @@ of workers or on the executor (local, joblib, Ray).
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported lazily: joblib workers that only fit sklearn models skip it
+    import torch
 
 
 def derive_seed(base_seed: int, *keys: object) -> int:
@@ -23,7 +26,11 @@ def numpy_rng(base_seed: int, *keys: object) -> np.random.Generator:
     return np.random.default_rng(derive_seed(base_seed, *keys))
 
 
-def torch_generator(base_seed: int, *keys: object, device: str | torch.device = "cpu") -> torch.Generator:
+def torch_generator(
+    base_seed: int, *keys: object, device: str | torch.device = "cpu"
+) -> torch.Generator:
+    import torch
+
     gen = torch.Generator(device=device)
     gen.manual_seed(derive_seed(base_seed, *keys))
     return gen
