@@ -14,14 +14,13 @@ command line win over the file.
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
-import click
 import torch
 import typer
 import yaml
-from click.core import ParameterSource
 from rich.console import Console
 
 from leanaug.errors import LeanaugError
@@ -30,8 +29,25 @@ app = typer.Typer(help="Dataset distillation by trajectory matching (MTT).", no_
 console = Console(stderr=True)
 
 
+def _convert(value: Any, kind: Any, key: str, config: Path) -> Any:
+    """A config-file value as the option's Python type (YAML already gives bool/int/float)."""
+    if value is None:
+        return None
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str | int | float) and not isinstance(v, bool),
+        Path: lambda v: isinstance(v, str),
+    }.get(kind)
+    if ok is None or not ok(value):
+        name = getattr(kind, "__name__", str(kind))
+        raise LeanaugError(f"--config {config}: {key} = {value!r} is not a {name}")
+    return kind(value)
+
+
 def _merge_config(
-    ctx: typer.Context, values: dict[str, Any], config: Path | None
+    ctx: typer.Context, values: dict[str, Any], config: Path | None, command: Any
 ) -> dict[str, Any]:
     """Fill options not given on the command line from a YAML/JSON ``--config`` file."""
     if config is None:
@@ -44,22 +60,19 @@ def _merge_config(
         raise LeanaugError(f"--config {config}: not valid YAML/JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise LeanaugError(f"--config {config}: expected a mapping of option names to values")
-    params = {p.name: p for p in ctx.command.params if p.name not in (None, "config")}
+    hints = typing.get_type_hints(command)
+    names = [n for n in values if n not in ("config", "ctx")]
     out = dict(values)
     for key, value in data.items():
         name = str(key).replace("-", "_")
-        if name not in params:
-            raise LeanaugError(
-                f"--config {config}: unknown option {key!r}; valid: {', '.join(sorted(params))}"
-            )
-        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+        if name not in names:
+            valid = ", ".join(sorted(n.replace("_", "-") for n in names))
+            raise LeanaugError(f"--config {config}: unknown option {key!r}; valid: {valid}")
+        # compared by name: typer may bundle its own click, with its own enum class
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name == "COMMANDLINE":
             continue
-        try:
-            out[name] = (
-                None if value is None else params[name].type.convert(value, params[name], ctx)
-            )
-        except click.BadParameter as exc:
-            raise LeanaugError(f"--config {config}: {key}: {exc.message}") from exc
+        out[name] = _convert(value, hints.get(name, str), str(key), config)
     return out
 
 
@@ -107,7 +120,7 @@ def experts_command(
     config: Path = typer.Option(None, help="YAML/JSON file of option values (flags win)."),
 ) -> None:
     """Train expert trajectories: parameters after init and after every epoch."""
-    values = _merge_config(ctx, dict(ctx.params), config)
+    values = _merge_config(ctx, dict(ctx.params), config, experts_command)
     _required(values, "dataset", "experts", "epochs", "out")
     from leanaug.data import load_dataset
     from leanaug.distill.experts import train_experts
@@ -280,7 +293,7 @@ def augment_command(
     config: Path = typer.Option(None, help="YAML/JSON file of option values (flags win)."),
 ) -> None:
     """Learn an augmentation network phi by trajectory matching; resumes a run in --out."""
-    v = _merge_config(ctx, dict(ctx.params), config)
+    v = _merge_config(ctx, dict(ctx.params), config, augment_command)
     from leanaug.distill.augment_training import PHI_NAME, AugmentDistillation
 
     options: Any = {}
@@ -288,7 +301,9 @@ def augment_command(
         try:
             options = yaml.safe_load(str(v["phi_options"]))
         except yaml.YAMLError as exc:
-            raise LeanaugError(f"--phi-options {v['phi_options']!r}: not YAML/JSON ({exc})") from exc
+            raise LeanaugError(
+                f"--phi-options {v['phi_options']!r}: not YAML/JSON ({exc})"
+            ) from exc
         if not isinstance(options, dict):
             raise LeanaugError(f"--phi-options {v['phi_options']!r}: expected a mapping")
     params = {k: v[k] for k in AugmentDistillation.param_names() if k in v and k != "phi_options"}
@@ -363,7 +378,7 @@ def evaluate_command(
     config: Path = typer.Option(None, help="YAML/JSON file of option values (flags win)."),
 ) -> None:
     """Evaluate a training set: train fresh ConvNets on it, report test accuracy."""
-    v = _merge_config(ctx, dict(ctx.params), config)
+    v = _merge_config(ctx, dict(ctx.params), config, evaluate_command)
     from leanaug.distill.evaluate import (
         EvalResult,
         evaluate_images,
