@@ -711,6 +711,37 @@ class _Run:
             )
 
 
+def load_checkpoint_phi(out_dir: str | os.PathLike[str]) -> tuple[AugNet, float, int]:
+    """``(phi, alpha, iteration)`` of the last checkpoint in a run folder (e.g. of a run that
+    stopped with :class:`AugmentDiverged`); phi in eval mode."""
+    from leanaug.distill.augnet import phi_from_config
+
+    out = Path(out_dir)
+    path = out / CHECKPOINT_NAME
+    if not path.is_file() or not (out / SETTINGS_NAME).is_file():
+        raise DataError(f"{out}: no phi training checkpoint ({CHECKPOINT_NAME}, {SETTINGS_NAME})")
+    settings = read_json(out / SETTINGS_NAME)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    phi_sd = {k[4:]: v for k, v in tensors.items() if k.startswith("phi/")}
+    net = settings["experts"]["network"]
+    phi = phi_from_config(
+        {
+            "family": settings["phi"],
+            "in_channels": net["in_channels"],
+            "image_size": net["image_size"],
+            "num_classes": net["num_classes"],
+            "num_images": settings["subset_size"],
+            "options": settings["phi_options"],
+        }
+    )
+    phi.load_state_dict(phi_sd)
+    a = float(tensors["alpha_param"].reshape(()))
+    alpha = math.exp(a) if settings.get("alpha_mode", "log") == "log" else a
+    return phi.eval(), alpha, int(meta["iteration"])
+
+
 # --------------------------------------------------------------------------- pictures
 def save_phi_picture(
     path: str | os.PathLike[str], columns: list[Tensor], labels: list[str]

@@ -1,0 +1,382 @@
+"""Augmentation by distillation (issue #7): learn phi on a subset, train on phi(subset).
+
+Reduced CPU scale (2 shared cores, no GPU): MNIST, the width-32 ConvNet of the MNIST
+experts, phi = ``residual`` learned by trajectory matching on fixed, seeded, nested,
+class-stratified subsets of p = 1 %, 10 %, 50 % of the training set
+(``configs/augdistill/mnist-residual.yaml``), then fresh ConvNets trained for a fixed number
+of SGD steps (the same compute for every p; see ``--steps``) on
+
+(a) subset p plain; (b) subset p + DSA (the experts' strategy); (c) subset p + kornia's
+TrivialAugment; (d) phi_p(subset p) + DSA, phi learned on subset p, frozen, fresh noise for
+every batch; (e) phi_10%(subset) + DSA on 50 % and 100 %; reference lines: 100 % plain and
+100 % + DSA. Every condition uses the same ``--runs`` seeds (paired: run r has the same
+initialisation in every condition).
+
+Parts (each resumable: finished phi runs and finished (condition, run) pairs are kept):
+
+    python benchmarks/augdistill.py --part phi      # learn phi_p for p in --fractions
+    python benchmarks/augdistill.py --part eval     # train/test the conditions
+    python benchmarks/augdistill.py --part report   # table + plot + phi training figures
+    python benchmarks/augdistill.py --part all
+
+``--preset cifar10-gpu`` is the same experiment for CIFAR-10 on one GPU (experts from
+``benchmarks/mtt_cifar10_gpu.py --part experts``; ``configs/augdistill/cifar10-residual-gpu.yaml``);
+it is not run here (no GPU on the development machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PRESETS = {
+    "mnist-cpu": dict(
+        experts=ROOT / "runs" / "augdistill" / "experts",
+        out=ROOT / "runs" / "augdistill",
+        config=ROOT / "configs" / "augdistill" / "mnist-residual.yaml",
+        steps=300,
+        batch=64,
+        lr=0.01,
+        runs=3,
+        device="cpu",
+    ),
+    "cifar10-gpu": dict(
+        experts=ROOT / "runs" / "cifar10-experts-w128",
+        out=ROOT / "runs" / "augdistill-cifar10",
+        config=ROOT / "configs" / "augdistill" / "cifar10-residual-gpu.yaml",
+        steps=20000,
+        batch=256,
+        lr=0.01,
+        runs=5,
+        device="cuda",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Condition:
+    method: str  # plain | dsa | trivialaugment | phi | phi+dsa
+    train_fraction: float
+    phi_fraction: float | None = None
+
+    @property
+    def name(self) -> str:
+        tag = f"{self.method}@{self.train_fraction:g}"
+        return tag if self.phi_fraction is None else f"{tag}[phi {self.phi_fraction:g}]"
+
+
+def conditions(fractions: list[float], transfer_from: float | None) -> list[Condition]:
+    out = []
+    for p in fractions:
+        out += [
+            Condition("plain", p),
+            Condition("dsa", p),
+            Condition("trivialaugment", p),
+            Condition("phi+dsa", p, p),
+        ]
+    if transfer_from is not None:
+        out += [Condition("phi+dsa", q, transfer_from) for q in (0.5, 1.0) if q != transfer_from]
+    out += [Condition("plain", 1.0), Condition("dsa", 1.0)]
+    seen, unique = set(), []
+    for c in out:
+        if c not in seen:
+            seen.add(c)
+            unique.append(c)
+    return unique
+
+
+def phi_dir(out: Path, family: str, fraction: float) -> Path:
+    return out / f"phi-{family}-p{fraction:g}"
+
+
+def load_phi_config(path: Path) -> dict:
+    cfg = yaml.safe_load(path.read_text())
+    opts = cfg.get("phi_options")
+    if isinstance(opts, str):
+        cfg["phi_options"] = yaml.safe_load(opts) or {}
+    return cfg
+
+
+# --------------------------------------------------------------------------- parts
+def part_phi(args) -> None:
+    from leanaug.distill.augment_training import PHI_NAME, AugmentDistillation
+
+    cfg = load_phi_config(args.config)
+    cfg["device"] = args.device
+    for p in args.fractions:
+        folder = phi_dir(args.out, cfg["phi"], p)
+        if (folder / PHI_NAME).is_file():
+            print(f"phi p={p:g}: done already ({folder})", flush=True)
+            continue
+        tic = time.perf_counter()
+        est = AugmentDistillation.from_config({**cfg, "subset": p}, source=str(args.config))
+        est.fit(args.experts, folder, progress=False)
+        log = est.log_
+        tail = log.tail(max(1, len(log) // 4))
+        wall = time.perf_counter() - tic
+        (folder / "wall_seconds.txt").write_text(f"{wall:.1f}\n")
+        print(
+            f"phi p={p:g}: {len(log)} iterations, {wall:.0f} s; last quarter: loss "
+            f"{tail['loss'].mean():.4f} vs identity {tail['loss_identity'].mean():.4f}; alpha {est.alpha_:.4g}",
+            flush=True,
+        )
+
+
+def _data(args):
+    from leanaug.distill.experts import load_config, load_dataset_for, load_preprocessor
+
+    cfg = load_config(args.experts)
+    pre = load_preprocessor(args.experts)
+    ds = load_dataset_for(cfg)
+    return cfg, pre, ds
+
+
+def _transform(cond: Condition, cfg, pre, args, family: str):
+    from leanaug.distill.augment_training import (
+        Compose,
+        DSATransform,
+        KorniaAutoTransform,
+        PhiTransform,
+    )
+    from leanaug.distill.augnet import load_phi
+    from leanaug.distill.dsa import DSA
+
+    dsa = DSATransform(DSA(**cfg["training"]["dsa"]))
+    if cond.method == "plain":
+        return None
+    if cond.method == "dsa":
+        return dsa
+    if cond.method == "trivialaugment":
+        return KorniaAutoTransform("trivialaugment", pre)
+    if cond.method in ("phi", "phi+dsa"):
+        phi, _ = load_phi(phi_dir(args.out, family, cond.phi_fraction) / "phi.safetensors")
+        phi_t = PhiTransform(phi)
+        return phi_t if cond.method == "phi" else Compose(phi_t, dsa)
+    raise ValueError(cond.method)
+
+
+def part_eval(args) -> None:
+    from leanaug.distill.augment_training import subset_indices, train_on_augmented
+    from leanaug.results import write_parquet
+
+    cfg, pre, ds = _data(args)
+    family = load_phi_config(args.config)["phi"]
+    test_x = pre.transform(ds.test_images)
+    test_y = torch.as_tensor(ds.test_labels)
+    results_path = args.out / "results.parquet"
+    rows = pd.read_parquet(results_path).to_dict("records") if results_path.exists() else []
+    done = {(r["condition"], int(r["run"])) for r in rows}
+    for cond in conditions(args.fractions, args.transfer_from):
+        missing = [r for r in range(args.runs) if (cond.name, r) not in done]
+        if not missing:
+            continue
+        if cond.phi_fraction is not None:
+            if not (phi_dir(args.out, family, cond.phi_fraction) / "phi.safetensors").is_file():
+                print(f"{cond.name}: phi not trained yet, skipped", flush=True)
+                continue
+        idx = subset_indices(ds.train_labels, cond.train_fraction, 0)
+        x = pre.transform(ds.train_images[idx])
+        y = torch.as_tensor(ds.train_labels[idx])
+        transform = _transform(cond, cfg, pre, args, family)
+        for r in missing:
+            res = train_on_augmented(
+                x,
+                y,
+                test_x,
+                test_y,
+                cfg["network"],
+                transform=transform,
+                steps=args.steps,
+                batch_size=args.batch,
+                lr=args.lr,
+                runs=1,
+                seed=derive_run_seed(r),
+                device=args.device,
+            )
+            rows.append(
+                dict(
+                    condition=cond.name,
+                    method=cond.method,
+                    train_fraction=cond.train_fraction,
+                    phi_fraction=np.nan if cond.phi_fraction is None else cond.phi_fraction,
+                    n_train=len(idx),
+                    run=r,
+                    accuracy=res.final_accuracy[0],
+                    seconds=res.seconds,
+                    steps=args.steps,
+                    batch=args.batch,
+                    lr=args.lr,
+                )
+            )
+            write_parquet(results_path, pd.DataFrame(rows))
+            print(
+                f"{cond.name} run {r}: test accuracy {100 * res.final_accuracy[0]:.2f} % "
+                f"({res.seconds:.0f} s)",
+                flush=True,
+            )
+
+
+def derive_run_seed(run: int) -> int:
+    # run r of every condition shares its initialisation and batch seeds (paired design)
+    return 1000 + run
+
+
+def summary(frame: pd.DataFrame) -> pd.DataFrame:
+    g = frame.groupby(["condition", "method", "train_fraction", "phi_fraction"], dropna=False)
+    out = g["accuracy"].agg(["mean", "std", "count"]).reset_index()
+    out["std"] = g["accuracy"].agg(lambda a: float(np.std(a))).values  # ddof 0, as MTT
+    out["seconds"] = g["seconds"].mean().values
+    return out.sort_values(["train_fraction", "method"]).reset_index(drop=True)
+
+
+def part_report(args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results_path = args.out / "results.parquet"
+    family = load_phi_config(args.config)["phi"]
+    if results_path.exists():
+        table = summary(pd.read_parquet(results_path))
+        lines = [
+            "| condition | n train | test accuracy (%) | runs | s/run |",
+            "|---|---|---|---|---|",
+        ]
+        for _, r in table.iterrows():
+            n = int(round(r["train_fraction"] * 60000))
+            lines.append(
+                f"| {r['condition']} | {n} | {100 * r['mean']:.2f} +- {100 * r['std']:.2f} | "
+                f"{int(r['count'])} | {r['seconds']:.0f} |"
+            )
+        text = "\n".join(lines)
+        print(text)
+        (args.out / "table.md").write_text(text + "\n")
+
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        own = table[
+            (table["phi_fraction"].isna()) | (table["phi_fraction"] == table["train_fraction"])
+        ]
+        for method, style in (
+            ("plain", "o-"),
+            ("dsa", "s-"),
+            ("trivialaugment", "^-"),
+            ("phi", "v-"),
+            ("phi+dsa", "D-"),
+        ):
+            part = own[(own["method"] == method) & (own["train_fraction"] < 1.0)]
+            if len(part):
+                ax.errorbar(
+                    100 * part["train_fraction"],
+                    100 * part["mean"],
+                    yerr=100 * part["std"],
+                    fmt=style,
+                    capsize=3,
+                    label=f"{method} (phi learned on the same subset)"
+                    if "phi" in method
+                    else method,
+                )
+        transfer = table[
+            table["phi_fraction"].notna() & (table["phi_fraction"] != table["train_fraction"])
+        ]
+        if len(transfer):
+            ax.errorbar(
+                100 * transfer["train_fraction"],
+                100 * transfer["mean"],
+                yerr=100 * transfer["std"],
+                fmt="*",
+                markersize=11,
+                capsize=3,
+                label="phi learned on 10 %, applied (+DSA)",
+            )
+        for method, color in (("plain", "grey"), ("dsa", "black")):
+            ref = table[(table["method"] == method) & (table["train_fraction"] == 1.0)]
+            if len(ref):
+                ax.axhline(
+                    100 * ref["mean"].iloc[0], ls="--", color=color, lw=1, label=f"100 % {method}"
+                )
+        ax.set_xscale("log")
+        ax.set_xlabel("training subset p (% of MNIST's 60,000 images)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(
+            f"MNIST, ConvNet w32, fixed {args.steps} steps x batch {args.batch}", fontsize=9
+        )
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        fig.savefig(args.out / "accuracy_vs_p.png", dpi=120)
+        plt.close(fig)
+        print(f"wrote {args.out / 'table.md'} and {args.out / 'accuracy_vs_p.png'}")
+    for p in args.fractions:
+        folder = phi_dir(args.out, family, p)
+        if not (folder / "log.parquet").exists():
+            continue
+        log = pd.read_parquet(folder / "log.parquet")
+        first, last = log.head(max(1, len(log) // 4)), log.tail(max(1, len(log) // 4))
+        wall = (
+            (folder / "wall_seconds.txt").read_text().strip()
+            if (folder / "wall_seconds.txt").exists()
+            else "?"
+        )
+        print(
+            f"phi p={p:g}: {len(log)} it, wall {wall} s, s/it {log['seconds'].mean():.1f}; loss first quarter "
+            f"{first['loss'].mean():.4f} (identity {first['loss_identity'].mean():.4f}), last quarter "
+            f"{last['loss'].mean():.4f} (identity {last['loss_identity'].mean():.4f}); "
+            f"phi wins {(last['loss'] < last['loss_identity']).mean():.0%} of last-quarter iterations; "
+            f"alpha {log['alpha'].iloc[-1]:.4g}; |phi(x)-x| rms {last['phi_change'].mean():.3f}, "
+            f"noise effect {last['noise_effect'].mean():.3f}"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--part", choices=["phi", "eval", "report", "all"], default="all")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="mnist-cpu")
+    ap.add_argument("--experts", type=Path)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--config", type=Path)
+    ap.add_argument(
+        "--fractions", type=lambda s: [float(v) for v in s.split(",")], default=[0.01, 0.1, 0.5]
+    )
+    ap.add_argument("--transfer-from", type=float, default=0.1)
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--batch", type=int)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--runs", type=int)
+    ap.add_argument("--device")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    torch.set_num_threads(args.threads)
+    print(
+        f"machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"cuda={torch.cuda.is_available()}; preset {args.preset}; "
+        f"settings {json.dumps({k: str(v) for k, v in vars(args).items()})}",
+        flush=True,
+    )
+    tic = time.perf_counter()
+    if args.part in ("phi", "all"):
+        part_phi(args)
+    if args.part in ("eval", "all"):
+        part_eval(args)
+    if args.part in ("report", "all"):
+        part_report(args)
+    print(f"part {args.part}: wall {time.perf_counter() - tic:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
