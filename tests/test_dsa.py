@@ -11,6 +11,16 @@ from leanaug.distill.dsa import DEFAULT_STRATEGY, DSA, GROUPS, DSAParams
 from leanaug.errors import LeanaugError, UnknownNameError
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny networks: a second intra-op thread only adds synchronisation, which costs ~10x
+    # on a loaded 2-core machine. Results do not depend on the thread count.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -34,6 +34,16 @@ from leanaug.errors import DataError, LeanaugError
 TINY = dict(width=8, depth=2, lr=0.1, batch_size=64)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny networks: a second intra-op thread only adds synchronisation, which costs ~10x
+    # on a loaded 2-core machine. Results do not depend on the thread count.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits", n_train=400, subset="random", seed=0)
