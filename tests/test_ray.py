@@ -177,7 +177,8 @@ def test_killed_expert_worker_still_gives_every_expert_once(ray_instance, tmp_pa
     ds = load_dataset("digits", n_train=200, subset="random", seed=0)
     kw = dict(experts=2, epochs=2, device="cpu", progress=False, **TINY)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the Ray tasks' thread count (CPU results depend on it in the last bits)
+    # The Ray tasks' thread count: CPU results depend on it in the last bits.
+    torch.set_num_threads(1)
     try:
         local = train_experts(ds, tmp_path / "local", **kw)
     finally:
@@ -202,7 +203,8 @@ def test_killed_expert_worker_still_gives_every_expert_once(ray_instance, tmp_pa
     for i, (a, b) in enumerate(zip(local, on_ray, strict=True)):
         stored = load_expert(expert_path(out, i))
         assert stored.trajectory.shape[0] == 3  # init + 2 epochs: no row written twice
-        assert torch.equal(stored.trajectory, a.trajectory) and torch.equal(b.trajectory, a.trajectory)
+        assert torch.equal(stored.trajectory, a.trajectory)
+        assert torch.equal(b.trajectory, a.trajectory)
         assert stored.test_accuracy == a.test_accuracy and stored.train_loss == a.train_loss
         assert b.path == expert_path(out, i)
 
@@ -230,9 +232,21 @@ def test_missing_ray_is_a_one_line_error(monkeypatch, tmp_path, capsys):
         err = capsys.readouterr().err
         assert exit_info.value.code == 2, err
         last = err.strip().splitlines()[-1]
-        assert last.startswith("error: --executor ray needs Ray") and "pip install -e '.[ray]'" in last
+        assert last.startswith("error: --executor ray needs Ray")
+        assert "pip install -e '.[ray]'" in last
         assert "Traceback" not in err
     assert not (tmp_path / "s" / "features.npz").exists()  # failed before any work
+
+
+def test_unreachable_address_fails_fast():
+    from leanaug.executors import _check_reachable
+
+    t0 = time.perf_counter()
+    for address in ("127.0.0.1:1", "ray://127.0.0.1:1"):
+        with pytest.raises(LeanaugError, match="could not reach the Ray cluster.*ray start --head"):
+            _check_reachable(address)
+    _check_reachable("auto")  # names Ray resolves itself are left to Ray
+    assert time.perf_counter() - t0 < 5
 
 
 def test_executor_names_and_address_checks(tmp_path):

@@ -190,6 +190,8 @@ class RayExecutor(Executor):
         if ray.is_initialized():
             return ray
         kwargs: dict[str, Any] = dict(logging_level="warning", include_dashboard=False)
+        if self.address is not None:
+            _check_reachable(self.address)
         try:
             if self.address is None:
                 # "local": always a fresh instance, even when `ray start` runs on this machine.
@@ -202,7 +204,13 @@ class RayExecutor(Executor):
                 f"the Ray cluster at {self.address!r}" if self.address else "a local Ray instance"
             )
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise LeanaugError(f"could not start or reach {where}: {first}") from None
+            hint = (
+                " (is `ray start --head` running there? A cluster with token authentication"
+                " also needs RAY_AUTH_MODE=token and its token, see README)"
+                if self.address
+                else ""
+            )
+            raise LeanaugError(f"could not start or reach {where}: {first}{hint}") from None
         self._owned = True
         return ray
 
@@ -269,6 +277,23 @@ class RayExecutor(Executor):
                     ray.cancel(ref)
                 except Exception:  # noqa: BLE001 - best effort; the task may just have finished
                     pass
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast on ``HOST:PORT`` / ``ray://HOST:PORT`` with nothing listening: Ray itself
+    keeps retrying such an address for minutes."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and the like: Ray resolves them
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise LeanaugError(
+            f"could not reach the Ray cluster at {address!r}: {exc.strerror or exc} "
+            "(is `ray start --head` running there, and the port open?)"
+        ) from None
 
 
 def make_executor(
