@@ -48,15 +48,8 @@ def head_accuracy(featurizer, images: np.ndarray, labels: np.ndarray, batch: int
     return correct / len(labels)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--featurizer", default=None, help="override the config's featurizer spec")
-    ap.add_argument("--json", default=None, help="write the figures to this JSON file")
-    args = ap.parse_args()
-
-    cfg = resolve_config(args.config, data_dir=args.data_dir, featurizer=args.featurizer)
+def featurizer_figures(cfg, label: str = "") -> dict:
+    """Fit ``cfg``'s featurizer (from the cache when it is there) and measure it."""
     ds = load_dataset(
         cfg.dataset,
         data_dir=cfg.data_dir,
@@ -69,6 +62,8 @@ def main() -> None:
     t0 = time.perf_counter()
     featurizer.fit(ds.train_images, ds.train_labels)
     fit_seconds = time.perf_counter() - t0
+    if not hasattr(featurizer, "net_"):  # pixels: nothing trained, nothing to measure
+        return {"config": label, "featurizer": cfg.featurizer_spec, "trained": False}
 
     pretrain = getattr(featurizer, "pretrain_dataset", None)
     if pretrain:
@@ -80,21 +75,34 @@ def main() -> None:
     t1 = time.perf_counter()
     test_acc = head_accuracy(featurizer, eval_ds.test_images, eval_ds.test_labels)
     eval_seconds = time.perf_counter() - t1
-
-    figures = {
-        "config": str(args.config),
+    return {
+        "config": label,
         "featurizer": cfg.featurizer_spec,
+        "trained": True,
         "cache_path": str(featurizer.cache_path_),
         "loaded_from_cache": bool(featurizer.loaded_from_cache_),
         "fit_seconds": round(fit_seconds, 1),
         "train_accuracy_last_epoch": float(featurizer.train_accuracy_),
         "test_accuracy": test_acc,
+        "test_n": int(len(eval_ds.test_labels)),
         "test_set": eval_what,
         "test_source": eval_ds.source,
         "eval_seconds": round(eval_seconds, 1),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"torch {torch.__version__}, device {featurizer.device_}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"device {featurizer.device_}",
     }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--featurizer", default=None, help="override the config's featurizer spec")
+    ap.add_argument("--json", default=None, help="write the figures to this JSON file")
+    args = ap.parse_args()
+
+    cfg = resolve_config(args.config, data_dir=args.data_dir, featurizer=args.featurizer)
+    figures = featurizer_figures(cfg, str(args.config))
     for k, v in figures.items():
         print(f"{k}: {v}")
     if args.json:
