@@ -10,6 +10,16 @@ from leanaug.distill.networks import ConvNet, FlatModel
 from leanaug.errors import LeanaugError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny networks: a second intra-op thread only adds synchronisation, which costs ~10x
+    # on a loaded 2-core machine. Results do not depend on the thread count.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _problem(seed: int = 0, channels: int = 3, size: int = 12, n: int = 9, classes: int = 3):
     torch.manual_seed(seed)
     net = ConvNet(channels, classes, (size, size), width=6, depth=2).double()

@@ -16,6 +16,16 @@ from leanaug.distill.networks import ConvNet, FlatModel
 from leanaug.errors import LeanaugError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny networks: a second intra-op thread only adds synchronisation, which costs ~10x
+    # on a loaded 2-core machine. Results do not depend on the thread count.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _net(channels=1, classes=3, size=8, width=4, seed=0):
     torch.manual_seed(seed)
     return ConvNet(channels, classes, (size, size), width=width, depth=2).double()
