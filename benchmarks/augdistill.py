@@ -45,9 +45,9 @@ PRESETS = {
         experts=ROOT / "runs" / "augdistill" / "experts",
         out=ROOT / "runs" / "augdistill",
         config=ROOT / "configs" / "augdistill" / "mnist-residual.yaml",
-        steps=300,
+        steps=200,
         batch=64,
-        lr=0.01,
+        lr=0.03,
         runs=3,
         device="cpu",
     ),
@@ -131,6 +131,41 @@ def part_phi(args) -> None:
             f"{tail['loss'].mean():.4f} vs identity {tail['loss_identity'].mean():.4f}; alpha {est.alpha_:.4g}",
             flush=True,
         )
+
+
+def part_scan(args) -> None:
+    """Matching loss of the *identity* phi (real subset images) against a fixed alpha: where
+    alpha_0 should start for the config's N and batch (no learning, forward unrolls only)."""
+    from leanaug.distill.augment_training import plan_slots, subset_indices
+    from leanaug.distill.dsa import DSA
+    from leanaug.distill.experts import build_network, load_experts
+    from leanaug.distill.matching import expert_segment, matching_loss, unroll_student
+    from leanaug.distill.networks import FlatModel
+
+    cfg, pre, ds = _data(args)
+    phi_cfg = load_phi_config(args.config)
+    experts = load_experts(args.experts)
+    model = FlatModel(build_network(cfg["network"]))
+    dsa = DSA(**cfg["training"]["dsa"])
+    idx = subset_indices(ds.train_labels, 0.1, 0)
+    x, y = pre.transform(ds.train_images[idx]), torch.as_tensor(ds.train_labels[idx])
+    n, b, m = phi_cfg["syn_steps"], phi_cfg["batch"], phi_cfg["expert_epochs"]
+    rows = []
+    for t in range(phi_cfg["max_start_epoch"]):
+        start, target = expert_segment(experts[0].trajectory, t, m)
+        for alpha in (0.01, 0.02, 0.04, 0.06, 0.1, 0.15, 0.2, 0.3):
+            losses = []
+            for rep in range(3):
+                slots = plan_slots(len(idx), n, b, torch.Generator().manual_seed(rep))
+                xs, ys = x[slots.images], y[slots.images]
+                theta = unroll_student(model, start, xs, ys, torch.tensor(alpha), slots.plan, dsa)
+                losses.append(float(matching_loss(theta, start, target)))
+            rows.append(dict(start_epoch=t, alpha=alpha, loss=float(np.mean(losses))))
+            print(
+                f"start epoch {t} alpha {alpha:g}: identity matching loss {np.mean(losses):.4f}",
+                flush=True,
+            )
+    pd.DataFrame(rows).to_csv(args.out / "alpha_scan.csv", index=False)
 
 
 def _data(args):
@@ -342,7 +377,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--part", choices=["phi", "eval", "report", "all"], default="all")
+    ap.add_argument("--part", choices=["scan", "phi", "eval", "report", "all"], default="all")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="mnist-cpu")
     ap.add_argument("--experts", type=Path)
     ap.add_argument("--out", type=Path)
@@ -369,13 +404,19 @@ def main() -> None:
         flush=True,
     )
     tic = time.perf_counter()
+    if args.part == "scan":
+        part_scan(args)
     if args.part in ("phi", "all"):
         part_phi(args)
     if args.part in ("eval", "all"):
         part_eval(args)
     if args.part in ("report", "all"):
         part_report(args)
-    print(f"part {args.part}: wall {time.perf_counter() - tic:.0f} s", flush=True)
+    print(
+        f"part {args.part}: wall {time.perf_counter() - tic:.0f} s, "
+        f"CPU time of this process {time.process_time():.0f} s",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

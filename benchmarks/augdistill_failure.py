@@ -285,7 +285,11 @@ def main() -> None:
     figures(results, args, data)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(summary.drop(columns=["stopped"]).to_string(index=False))
-    print(f"failure study: wall {time.perf_counter() - tic:.0f} s", flush=True)
+    print(
+        f"failure study: wall {time.perf_counter() - tic:.0f} s, "
+        f"CPU time of this process {time.process_time():.0f} s",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
