@@ -265,10 +265,12 @@ class _NaNScore(Score):
 
 
 def test_nan_score_is_a_clear_error(tmp_path):
-    if _NaNScore.name not in SCORES:
-        SCORES.register(_NaNScore.name)(_NaNScore)
-    with pytest.raises(LeanaugError, match="nan-for-tests score has 1 NaN"):
-        run_experiment(small_config(tmp_path / "nan", scores=[_NaNScore.name]), progress=False)
+    SCORES.register(_NaNScore.name)(_NaNScore)
+    try:  # registered for this test only: other tests check the list of valid names
+        with pytest.raises(LeanaugError, match="nan-for-tests score has 1 NaN"):
+            run_experiment(small_config(tmp_path / "nan", scores=[_NaNScore.name]), progress=False)
+    finally:
+        SCORES.unregister(_NaNScore.name)
 
 
 # -- tables --------------------------------------------------------------------------------

@@ -33,6 +33,11 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def unregister(self, name: str) -> T:
+        """Remove and return an entry (for plug-ins and tests that register temporarily)."""
+        self.get(name)  # same error for an unknown name
+        return self._items.pop(name)
+
     def get(self, name: str) -> T:
         try:
             return self._items[name]
