@@ -59,7 +59,10 @@ def test_paper_configs_cover_both_tasks_and_three_augmentations():
     }
     for path in PAPER_CONFIGS:
         cfg = resolve_config(path)
-        assert (cfg.n_train, cfg.subset, cfg.trials) == (1000, "first", 5)
+        assert (cfg.n_train, cfg.trials) == (1000, 5)
+        # MNIST: the paper's first 1000; the CIFAR-10 JPEG export is stored class by class,
+        # so its "first" images are one class: a seeded random subset instead
+        assert cfg.subset == ("first" if cfg.dataset == "mnist" else "random")
         assert cfg.scores == ["influence", "loss"]
         assert sorted(cfg.policies) == POLICIES.names()  # every policy
         assert {1, 10, 50, 100, 250, 500, 750, 1000} <= set(cfg.budgets)
