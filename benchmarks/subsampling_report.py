@@ -155,10 +155,10 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-def _budget_text(b: int | None, n: int) -> str:
-    if b is None:
-        return "never"
-    return f"{b} ({100 * b / n:.0f}%)"
+def _budget_text(b: float | None, n: int) -> str:
+    if b is None or (isinstance(b, float) and math.isnan(b)):
+        return "not within the budgets run"
+    return f"{int(b)} ({100 * b / n:.0f}%)"
 
 
 def run_block(run: Run, figures_rel: str | None) -> str:
@@ -279,7 +279,7 @@ def overview_block(runs: list[Run]) -> str:
                 f"{_budget_text(int(r['reach_full']), run.n_train)} ({r['score']} {r['policy']})"
             )
         else:
-            reach_txt = "never"
+            reach_txt = "not within the budgets run"
         wall = (
             _minutes(sum(i["wall_seconds"] for i in run.info["invocations"])) if run.info else "—"
         )

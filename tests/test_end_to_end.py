@@ -56,6 +56,7 @@ def test_files_rows_and_baselines(tiny_run):
     assert set(res["policy"]) == {"random", "topk"}
     assert res["n_augmented"].tolist() == [5, N, 5, N] or set(res["n_augmented"]) == {5, N}
     base = read_json(out / "baselines.json")
+    assert 0.5 < base["frozen"]["full_augmentation"]["accuracy_augmented_test"] <= 1.0
     k = 4  # digits translate: 4 copies
     assert base["no_augmentation"]["n_train_rows"] == N
     assert base["full_augmentation"]["n_train_rows"] == N * (k + 1)

@@ -377,6 +377,7 @@ def run_end_to_end(
     from leanaug.experiments.runner import (
         _fit_selection,
         _problem,
+        compute_baselines,
         compute_scores,
         load_or_compute_features,
         score_is_random,
@@ -400,6 +401,7 @@ def run_end_to_end(
         write_parquet(scores_path, frame)
     scores = {s: frame[s].to_numpy(dtype=np.float64) for s in scfg.scores}
 
+    frozen_baselines, _ = compute_baselines(fs, config.C)
     data = _load_images(config)
     device = resolve_device(config.device)
     n = data.train.shape[0]
@@ -437,11 +439,11 @@ def run_end_to_end(
                  "train_accuracy": train_acc, "n_train_rows": int(x.shape[0]),
                  "seconds": time.perf_counter() - t0}
             )  # fmt: skip
-            write_json(base_path, _baselines(per_trial))
+            write_json(base_path, _baselines(per_trial, frozen_baselines))
             say(
                 f"{key} trial {trial}: clean {acc:.4f} augmented {acc_aug:.4f} ({time.perf_counter() - t0:.0f} s)"
             )
-    write_json(base_path, _baselines(per_trial))
+    write_json(base_path, _baselines(per_trial, frozen_baselines))
 
     results_path = out / "results.parquet"
     results = (
@@ -512,9 +514,12 @@ def run_end_to_end(
     }
 
 
-def _baselines(per_trial: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
-    """Means over trials (what plots and tables use) plus every trial's values."""
-    out: dict[str, Any] = {"trials": per_trial}
+def _baselines(
+    per_trial: dict[str, list[dict[str, float]]], frozen: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Means over trials (what plots and tables use) plus every trial's values, and the
+    frozen-feature logistic regression's baselines under ``frozen``."""
+    out: dict[str, Any] = {"trials": per_trial, "frozen": frozen}
     for key, rows in per_trial.items():
         if not rows:
             continue
