@@ -130,14 +130,16 @@ def save_grid(
     labels: Tensor,
     num_classes: int,
     max_rows: int = 10,
+    scale: int = 3,
 ) -> Path:
-    """Write :func:`image_grid` as a PNG (atomically)."""
+    """Write :func:`image_grid` as a PNG (atomically), each pixel shown as ``scale`` x ``scale``."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     grid = image_grid(display, labels, num_classes, max_rows)
+    grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
     cmap = "gray" if grid.ndim == 2 else None
     return write_with(
         path, lambda p: plt.imsave(p, grid, cmap=cmap, vmin=0.0, vmax=1.0, format="png")
