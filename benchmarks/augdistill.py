@@ -85,6 +85,7 @@ def conditions(fractions: list[float], transfer_from: float | None) -> list[Cond
             Condition("trivialaugment", p),
             Condition("phi+dsa", p, p),
         ]
+    out += [Condition("phi", p, p) for p in fractions if p <= 0.1]  # phi without DSA (diagnostic)
     if transfer_from is not None:
         out += [Condition("phi+dsa", q, transfer_from) for q in (0.5, 1.0) if q != transfer_from]
     out += [Condition("plain", 1.0), Condition("dsa", 1.0)]
@@ -166,6 +167,65 @@ def part_scan(args) -> None:
                 flush=True,
             )
     pd.DataFrame(rows).to_csv(args.out / "alpha_scan.csv", index=False)
+
+
+def part_diagnose(args) -> None:
+    """What each learned phi does: stroke / background intensity, how much the noise
+    matters, and how phi changes the student's gradient at the expert's epochs 0 and 1
+    (norm ratio and cosine with the gradient on the real images, same DSA draw)."""
+    import torch.nn.functional as F
+
+    from leanaug.distill.augment_training import subset_indices
+    from leanaug.distill.augnet import load_phi
+    from leanaug.distill.dsa import DSA
+    from leanaug.distill.experts import build_network, load_experts
+    from leanaug.distill.networks import FlatModel
+
+    cfg, pre, ds = _data(args)
+    family = load_phi_config(args.config)["phi"]
+    experts = load_experts(args.experts)
+    model = FlatModel(build_network(cfg["network"]))
+    dsa = DSA(**cfg["training"]["dsa"])
+    rows = []
+    for p in args.fractions:
+        path = phi_dir(args.out, family, p) / "phi.safetensors"
+        if not path.is_file():
+            continue
+        phi, meta = load_phi(path)
+        idx = subset_indices(ds.train_labels, p, 0)[:512]
+        x, y = pre.transform(ds.train_images[idx]), torch.as_tensor(ds.train_labels[idx])
+        pos = torch.arange(len(idx))
+        with torch.no_grad():
+            z1 = phi.augment(x, y, pos, generator=torch.Generator().manual_seed(1))
+            z2 = phi.augment(x, y, pos, generator=torch.Generator().manual_seed(2))
+        raw, img = pre.inverse_transform(x), pre.inverse_transform(z1)
+        stroke, background = raw > 0.5, raw < 0.1
+        row = dict(
+            phi_fraction=p,
+            alpha=meta.get("alpha"),
+            stroke_in=float(raw[stroke].mean()),
+            stroke_out=float(img[stroke].mean()),
+            background_in=float(raw[background].mean()),
+            background_out=float(img[background].mean()),
+            rms_change=float((z1 - x).pow(2).mean().sqrt()),
+            rms_noise=float((z1 - z2).pow(2).mean().sqrt()),
+        )
+        for t in (0, 1):
+            theta = experts[0].trajectory[t].clone().requires_grad_(True)
+            aug_x, params = dsa(x, generator=torch.Generator().manual_seed(t))
+            aug_z, _ = dsa(z1, params=params)
+            (g_x,) = torch.autograd.grad(F.cross_entropy(model(theta, aug_x), y), theta)
+            (g_z,) = torch.autograd.grad(F.cross_entropy(model(theta, aug_z), y), theta)
+            row[f"grad_ratio_t{t}"] = float(g_z.norm() / g_x.norm())
+            row[f"grad_cos_t{t}"] = float(F.cosine_similarity(g_z, g_x, dim=0))
+        rows.append(row)
+        print(
+            " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+            ),
+            flush=True,
+        )
+    pd.DataFrame(rows).to_csv(args.out / "phi_diagnosis.csv", index=False)
 
 
 def _data(args):
@@ -377,7 +437,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--part", choices=["scan", "phi", "eval", "report", "all"], default="all")
+    ap.add_argument(
+        "--part", choices=["scan", "diagnose", "phi", "eval", "report", "all"], default="all"
+    )
     ap.add_argument("--preset", choices=sorted(PRESETS), default="mnist-cpu")
     ap.add_argument("--experts", type=Path)
     ap.add_argument("--out", type=Path)
@@ -406,6 +468,8 @@ def main() -> None:
     tic = time.perf_counter()
     if args.part == "scan":
         part_scan(args)
+    if args.part == "diagnose":
+        part_diagnose(args)
     if args.part in ("phi", "all"):
         part_phi(args)
     if args.part in ("eval", "all"):
