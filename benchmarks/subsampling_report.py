@@ -433,7 +433,12 @@ def main() -> None:
     ap.add_argument("--page", type=Path, default=None)
     ap.add_argument("--figures", type=Path, default=None)
     args = ap.parse_args()
-    runs = [Run(p) for p in args.runs]
+    runs = []
+    for p in args.runs:
+        if not (p / "results.parquet").is_file() or not (p / "baselines.json").is_file():
+            print(f"note: skipping {p} (not a finished run folder)", file=sys.stderr)
+            continue
+        runs.append(Run(p))
     figures_rel = None
     if args.figures:
         for run in runs:
