@@ -241,9 +241,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "augdistill")
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--eval-steps", type=int, default=150)
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     print(
         f"machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"cuda={torch.cuda.is_available()}",

@@ -1,0 +1,100 @@
+"""What scoring costs next to what it saves: influence vs one full-augmentation fit (issue #8).
+
+For each finished subsampling run folder (``leanaug subsample run --out DIR``; the paper
+settings in ``configs/paper/``), reads the cached features ``DIR/features.npz`` and times,
+with one BLAS thread (as the runner fits), best of ``--repeats``:
+
+* ``score``: fitting the clean logistic regression (the no-augmentation model the scores
+  need) plus the ``influence`` score of every training point, i.e. everything subsampling
+  adds on top of the featurizer;
+* ``influence only``: the score alone, the model given;
+* ``full fit``: one fit on every training point plus all its deterministic copies (the
+  full-augmentation model subsampling tries to avoid).
+
+Prints one row per folder and the ratio score / full fit (target: under 5 %).
+
+    python benchmarks/bench_scoring_cost.py runs/paper/mnist_3v8_* runs/paper/cifar10_0v1_*
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from leanaug.classifier import LogisticClassifier
+from leanaug.experiments.config import load_config_file
+from leanaug.experiments.runner import FeatureSet, _fit_selection, _problem
+from leanaug.policies import Selection
+from leanaug.scores import SCORES
+
+
+def best_of(repeats: int, fn) -> tuple[float, object]:
+    best, value = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        value = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, value
+
+
+def measure(folder: Path, repeats: int) -> dict[str, float | str | int]:
+    C = float(load_config_file(folder / "config.yaml").get("C", 1.0))
+    with np.load(folder / "features.npz", allow_pickle=False) as f:
+        fs = FeatureSet(**{name: f[name] for name in FeatureSet.__dataclass_fields__})
+    influence = SCORES["influence"]()
+    rng = np.random.default_rng(0)
+
+    def score_all():
+        clf = LogisticClassifier(C=C).fit(fs.train, fs.train_labels)
+        return influence.score(clf, fs.train, fs.train_labels, rng=rng)
+
+    clf = LogisticClassifier(C=C).fit(fs.train, fs.train_labels)
+    t_score, _ = best_of(repeats, score_all)
+    t_infl, _ = best_of(repeats, lambda: influence.score(clf, fs.train, fs.train_labels, rng=rng))
+    problem = _problem(fs, np.zeros(fs.train.shape[0]), C)
+    t_full, (_, rows) = best_of(
+        repeats, lambda: _fit_selection(problem, Selection(np.arange(problem.n)), C)
+    )
+    return {
+        "setting": folder.name,
+        "n": fs.train.shape[0],
+        "d": fs.train.shape[1],
+        "full rows": rows,
+        "score s": t_score,
+        "influence s": t_infl,
+        "full fit s": t_full,
+        "ratio": t_score / t_full,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("folders", type=Path, nargs="+")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}; 1 BLAS thread")
+    print(
+        "| setting | n x d | full-augmentation rows | clean fit + influence (s) | "
+        "influence alone (s) | full-augmentation fit (s) | scoring / full fit |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    with threadpool_limits(limits=1):
+        for folder in args.folders:
+            if not (folder / "features.npz").is_file():
+                print(f"(skipped {folder}: no features.npz)")
+                continue
+            r = measure(folder, args.repeats)
+            print(
+                f"| {r['setting']} | {r['n']} x {r['d']} | {r['full rows']} | {r['score s']:.3f} | "
+                f"{r['influence s']:.3f} | {r['full fit s']:.2f} | {100 * r['ratio']:.1f} % |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
