@@ -46,7 +46,7 @@ def measure(folder: Path, repeats: int) -> dict[str, float | str | int]:
     C = float(load_config_file(folder / "config.yaml").get("C", 1.0))
     with np.load(folder / "features.npz", allow_pickle=False) as f:
         fs = FeatureSet(**{name: f[name] for name in FeatureSet.__dataclass_fields__})
-    influence = SCORES["influence"]()
+    influence = SCORES.get("influence")()
     rng = np.random.default_rng(0)
 
     def score_all():
