@@ -85,10 +85,11 @@ def conditions(fractions: list[float], transfer_from: float | None) -> list[Cond
             Condition("trivialaugment", p),
             Condition("phi+dsa", p, p),
         ]
-    out += [Condition("phi", p, p) for p in fractions if p <= 0.1]  # phi without DSA (diagnostic)
+    out += [Condition("plain", 1.0), Condition("dsa", 1.0)]
     if transfer_from is not None:
         out += [Condition("phi+dsa", q, transfer_from) for q in (0.5, 1.0) if q != transfer_from]
-    out += [Condition("plain", 1.0), Condition("dsa", 1.0)]
+    # phi without DSA: a diagnostic, run last so that a cut-short run has the main table
+    out += [Condition("phi", p, p) for p in fractions if p <= 0.1]
     seen, unique = set(), []
     for c in out:
         if c not in seen:
