@@ -75,7 +75,9 @@ class FlatModel:
 
     def __init__(self, module: nn.Module) -> None:
         if any(True for _ in module.buffers()):
-            raise LeanaugError("FlatModel needs a module without buffers (use instancenorm, not batchnorm)")
+            raise LeanaugError(
+                "FlatModel needs a module without buffers (use instancenorm, not batchnorm)"
+            )
         self.module = module
         self.names = [n for n, _ in module.named_parameters()]
         self.shapes = [p.shape for _, p in module.named_parameters()]
@@ -87,7 +89,9 @@ class FlatModel:
 
     def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
         if flat.numel() != self.size:
-            raise LeanaugError(f"flat parameter vector has {flat.numel()} values, the network needs {self.size}")
+            raise LeanaugError(
+                f"flat parameter vector has {flat.numel()} values, the network needs {self.size}"
+            )
         chunks = torch.split(flat, self.numels)
         return {n: c.view(s) for n, c, s in zip(self.names, chunks, self.shapes, strict=True)}
 
