@@ -360,7 +360,7 @@ def part_report(args) -> None:
         print(text)
         (args.out / "table.md").write_text(text + "\n")
 
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        fig, ax = plt.subplots(figsize=(8.6, 4.2))
         own = table[
             (table["phi_fraction"].isna()) | (table["phi_fraction"] == table["train_fraction"])
         ]
@@ -408,7 +408,7 @@ def part_report(args) -> None:
         ax.set_title(
             f"MNIST, ConvNet w32, fixed {args.steps} steps x batch {args.batch}", fontsize=9
         )
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: no overlap
         fig.tight_layout()
         fig.savefig(args.out / "accuracy_vs_p.png", dpi=120)
         plt.close(fig)
