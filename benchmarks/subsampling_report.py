@@ -193,7 +193,7 @@ def run_block(run: Run, figures_rel: str | None) -> str:
             f"{c.get('batch_size')}; same initialisation and batch-order seed within a trial); "
             f"scores from a logistic regression on the features of a network trained on the "
             f"clean points (`{c.get('score_featurizer')}`). Baselines: mean over "
-            f"{len(b['no_augmentation'].get('trials', [0]))} trials."
+            f"{len(b.get('trials', {}).get('no_augmentation', [0]))} trials."
         )
         lines.append("")
     lines += [
