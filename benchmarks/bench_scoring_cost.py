@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from leanaug.classifier import LogisticClassifier
 from leanaug.experiments.config import load_config_file
-from leanaug.experiments.runner import FeatureSet, _fit_selection, _problem
+from leanaug.experiments.runner import _fit_selection, _problem, read_features
 from leanaug.policies import Selection
 from leanaug.scores import SCORES
 
@@ -44,17 +44,16 @@ def best_of(repeats: int, fn) -> tuple[float, object]:
 
 def measure(folder: Path, repeats: int) -> dict[str, float | str | int]:
     C = float(load_config_file(folder / "config.yaml").get("C", 1.0))
-    with np.load(folder / "features.npz", allow_pickle=False) as f:
-        fs = FeatureSet(**{name: f[name] for name in FeatureSet.__dataclass_fields__})
+    _, fs = read_features(folder / "features.npz")
     influence = SCORES.get("influence")()
     rng = np.random.default_rng(0)
 
-    def score_all():
+    def score_all() -> LogisticClassifier:
         clf = LogisticClassifier(C=C).fit(fs.train, fs.train_labels)
-        return influence.score(clf, fs.train, fs.train_labels, rng=rng)
+        influence.score(clf, fs.train, fs.train_labels, rng=rng)
+        return clf
 
-    clf = LogisticClassifier(C=C).fit(fs.train, fs.train_labels)
-    t_score, _ = best_of(repeats, score_all)
+    t_score, clf = best_of(repeats, score_all)
     t_infl, _ = best_of(repeats, lambda: influence.score(clf, fs.train, fs.train_labels, rng=rng))
     problem = _problem(fs, np.zeros(fs.train.shape[0]), C)
     t_full, (_, rows) = best_of(

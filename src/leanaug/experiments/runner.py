@@ -225,6 +225,14 @@ def compute_features(
     )
 
 
+def read_features(path: Path) -> tuple[str, FeatureSet]:
+    """``(key, features)`` stored in a run folder's ``features.npz``."""
+    with np.load(path, allow_pickle=False) as f:
+        return str(f["key"]), FeatureSet(
+            **{name: f[name] for name in FeatureSet.__dataclass_fields__}
+        )
+
+
 def load_or_compute_features(
     config: SubsampleConfig, out: Path, progress: bool = True
 ) -> tuple[FeatureSet, bool]:
@@ -233,10 +241,9 @@ def load_or_compute_features(
     key = _features_key(config)
     if path.is_file():
         try:
-            with np.load(path, allow_pickle=False) as f:
-                if str(f["key"]) == key:
-                    fs = FeatureSet(**{name: f[name] for name in FeatureSet.__dataclass_fields__})
-                    return fs, False
+            stored_key, fs = read_features(path)
+            if stored_key == key:
+                return fs, False
         except (OSError, KeyError, ValueError):
             pass  # unreadable or foreign: recompute and replace it
     from leanaug.augment import preset
