@@ -196,6 +196,12 @@ def images_command(
         help="Gradient: 'unrolled' (autograd, memory ~ N), 'constant' (exact, activation memory "
         "of one step) or 'tesla' (TESLA's approximation).",
     ),
+    precision: str = typer.Option(
+        "float32", help="Student forward pass: 'float32' or 'bfloat16' (autocast; GPU fast path)."
+    ),
+    channels_last: bool = typer.Option(
+        False, "--channels-last/--no-channels-last", help="Channels-last convolutions (GPU)."
+    ),
     eval_every: int = typer.Option(100, help="Evaluate every this many iterations (0: never)."),
     eval_runs: int = typer.Option(5, help="Fresh networks per evaluation."),
     eval_epochs: int = typer.Option(300, help="Epochs per evaluation run (lr x0.1 at half)."),

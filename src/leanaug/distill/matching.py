@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from leanaug.device import resolve_device
-from leanaug.distill.networks import FlatModel
+from leanaug.distill.networks import PRECISIONS, FlatModel
 from leanaug.distill.synthetic import INITS, Checkpoint, initial_images, save_grid
 from leanaug.errors import DataError, LeanaugError
 from leanaug.results import read_json, read_parquet, write_json, write_parquet
@@ -343,6 +343,10 @@ class TrajectoryMatching:
     ``"tesla"`` (approximate); see the module docstring. ``loss_limit``: a matching loss
     above it (or a non-finite loss, gradient, alpha or image) stops the run with
     :class:`DistillationDiverged`.
+
+    ``precision`` (``"float32"`` | ``"bfloat16"``: autocast of the student's forward pass)
+    and ``channels_last`` are GPU fast paths (see ``docs/performance.md`` for what they
+    buy and how far their gradients differ from float32).
     """
 
     ipc: int = 1
@@ -357,6 +361,8 @@ class TrajectoryMatching:
     init: str = "real"
     dsa: bool = True
     memory: str = "unrolled"
+    precision: str = "float32"
+    channels_last: bool = False
     eval_every: int = 100
     eval_runs: int = 5
     eval_epochs: int = 300
@@ -420,6 +426,10 @@ class TrajectoryMatching:
             (
                 self.memory in MEMORY_MODES,
                 f"memory must be one of {', '.join(MEMORY_MODES)}, got {self.memory!r}",
+            ),
+            (
+                self.precision in PRECISIONS,
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
             ),
             (
                 self.eval_every >= 0 and self.eval_runs >= 1 and self.eval_epochs >= 1,
@@ -573,7 +583,9 @@ class _Run:
                 0
             )  # the module only gives shapes; students start at expert parameters
             self.module = build_network(self.config["network"]).to(self.device)
-        self.model = FlatModel(self.module)
+        self.model = FlatModel(
+            self.module, precision=est.precision, channels_last=est.channels_last
+        )
         if self.model.size != self.experts[0].num_parameters:
             raise LeanaugError(
                 f"{self.experts_dir}: experts have {self.experts[0].num_parameters} parameters, the network of "

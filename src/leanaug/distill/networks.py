@@ -66,6 +66,10 @@ class ConvNet(nn.Module):
         return self.classifier(self.embed(x))
 
 
+# autocast dtype of each FlatModel precision (None: no autocast)
+PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}
+
+
 class FlatModel:
     """Call a module with its parameters given as one flat vector.
 
@@ -73,12 +77,28 @@ class FlatModel:
     parameters are only used for their shapes and as the default initial vector.
     """
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        precision: str = "float32",
+        channels_last: bool = False,
+    ) -> None:
         if any(True for _ in module.buffers()):
             raise LeanaugError(
                 "FlatModel needs a module without buffers (use instancenorm, not batchnorm)"
             )
+        if precision not in PRECISIONS:
+            raise LeanaugError(
+                f"precision {precision!r} is not one of {', '.join(sorted(PRECISIONS))}"
+            )
         self.module = module
+        # GPU fast paths (issue #8), off by default: bf16 autocast of the forward pass (the
+        # logits come back in float32, so losses and the flat parameters stay float32) and
+        # channels-last activations and conv weights (a copy per call: the flat vector's
+        # views are NCHW).
+        self.precision = precision
+        self.channels_last = channels_last
         self.names = [n for n, _ in module.named_parameters()]
         self.shapes = [p.shape for _, p in module.named_parameters()]
         self.numels = [p.numel() for _, p in module.named_parameters()]
@@ -101,7 +121,19 @@ class FlatModel:
                 p.copy_(v)
 
     def __call__(self, flat: Tensor, x: Tensor) -> Tensor:
-        return functional_call(self.module, self.unflatten(flat), (x,))
+        params = self.unflatten(flat)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+            params = {
+                n: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
+                for n, v in params.items()
+            }
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return functional_call(self.module, params, (x,))
+        with torch.autocast(device_type=x.device.type, dtype=dtype):
+            out = functional_call(self.module, params, (x,))
+        return out.float()
 
 
 NETWORKS: Registry[type[nn.Module]] = Registry("network")

@@ -1,0 +1,69 @@
+"""GPU fast paths of the student network (issue #8): channels-last and bf16 autocast.
+
+They run on the CPU too, which is where these tests check them: channels-last must give
+the same logits and matching gradients as the default layout, bf16 autocast logits close
+to float32 ones and matching gradients pointing the same way.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from leanaug.distill.dsa import DSA
+from leanaug.distill.matching import TrajectoryMatching, match_gradients, plan_student
+from leanaug.distill.networks import ConvNet, FlatModel
+from leanaug.errors import LeanaugError
+
+
+def _problem(**model_options):
+    torch.manual_seed(0)
+    module = ConvNet(3, 4, (16, 16), width=8, depth=2)
+    model = FlatModel(module, **model_options)
+    start = model.flat_parameters()
+    target = start + 0.01 * torch.randn_like(start)
+    images = torch.randn(8, 3, 16, 16)
+    labels = torch.arange(4).repeat_interleave(2)
+    return model, start, target, images, labels
+
+
+def _grads(model, start, target, images, labels, memory: str):
+    plan = plan_student(images.shape[0], 4, 4, torch.Generator().manual_seed(1))
+    return match_gradients(
+        model, start, target, images, labels, torch.tensor(0.05), plan, DSA(), memory
+    )
+
+
+def test_channels_last_same_logits_and_gradients():
+    model, start, target, images, labels = _problem()
+    fast = FlatModel(model.module, channels_last=True)
+    torch.testing.assert_close(fast(start, images), model(start, images), rtol=1e-5, atol=1e-5)
+    ref = _grads(model, start, target, images, labels, "unrolled")
+    for memory in ("unrolled", "constant"):
+        got = _grads(fast, start, target, images, labels, memory)
+        torch.testing.assert_close(got.loss, ref.loss, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(got.grad_images, ref.grad_images, rtol=1e-3, atol=1e-6)
+        torch.testing.assert_close(got.grad_alpha, ref.grad_alpha, rtol=1e-3, atol=1e-6)
+
+
+def test_bfloat16_autocast_close_to_float32():
+    model, start, target, images, labels = _problem()
+    fast = FlatModel(model.module, precision="bfloat16")
+    out, ref_out = fast(start, images), model(start, images)
+    assert out.dtype == torch.float32  # the logits come back in float32
+    assert (out - ref_out).norm() / ref_out.norm() < 0.05
+    assert not torch.equal(out, ref_out)  # autocast really ran in bf16
+    ref = _grads(model, start, target, images, labels, "unrolled")
+    got = _grads(fast, start, target, images, labels, "constant")
+    cos = F.cosine_similarity(got.grad_images.flatten(), ref.grad_images.flatten(), dim=0)
+    assert cos > 0.95
+    assert abs(float(got.loss) - float(ref.loss)) / float(ref.loss) < 0.05
+
+
+def test_unknown_precision_lists_the_valid_ones():
+    module = ConvNet(1, 2, (8, 8), width=4, depth=1)
+    with pytest.raises(LeanaugError, match="bfloat16.*float32"):
+        FlatModel(module, precision="float16")
+    with pytest.raises(LeanaugError, match="precision must be one of"):
+        TrajectoryMatching(precision="fp8")._validate()
