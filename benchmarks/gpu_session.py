@@ -216,7 +216,9 @@ def phase_experts(s: Session, ds, device: torch.device, share: float) -> dict:
     per_epoch = time.perf_counter() - tic  # an upper bound: includes the data transform
     say(f"experts: first call (ZCA fit + 1 epoch) {setup:.1f} s, one more epoch {per_epoch:.1f} s")
     left = end - elapsed()
-    if left >= 4 * 22 * per_epoch - 2 * per_epoch:
+    if a.expert_epochs:
+        epochs, max_start = a.expert_epochs, a.expert_epochs - 2
+    elif left >= 4 * 22 * per_epoch - 2 * per_epoch:
         epochs, max_start = 22, 20
     else:
         epochs, max_start = 12, 10
@@ -508,6 +510,11 @@ def main() -> None:
     ap.add_argument("--fast-steps", type=int, default=30)
     ap.add_argument("--perf-repeats", type=int, default=3)
     ap.add_argument("--max-experts", type=int, default=20)
+    ap.add_argument(
+        "--expert-epochs", type=int, default=0, help="fix it (T+ = it - 2); 0: chosen by time"
+    )
+    ap.add_argument("--skip-perf", action="store_true")
+    ap.add_argument("--skip-augdistill", action="store_true")
     ap.add_argument("--max-iterations", type=int, default=5000)
     ap.add_argument("--eval-runs", type=int, default=5)
     ap.add_argument("--eval-epochs", type=int, default=1000)
@@ -535,7 +542,8 @@ def main() -> None:
     say(f"device {device} ({name}), torch {torch.__version__}")
     s.save()
 
-    phase_perf(s, device)
+    if not args.skip_perf:
+        phase_perf(s, device)
     s.results["timing"] = {"perf_end": elapsed()}
     tic = time.perf_counter()
     ds = load_dataset("cifar10", data_dir=args.data_dir, n_train=args.n_train)
@@ -553,7 +561,7 @@ def main() -> None:
     phase_evaluate(s, info, distilled, ds, device, ends[2] - elapsed())
     s.results["timing"]["evaluate_end"] = elapsed()
     s.save()
-    if s.left() > 60:
+    if s.left() > 60 and not args.skip_augdistill:
         phase_augdistill(s, info, ds, device, s.left() - 10)
     s.results["timing"]["end"] = elapsed()
     s.save()

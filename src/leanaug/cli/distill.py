@@ -183,7 +183,8 @@ def images_command(
     lr_lr: float = typer.Option(
         1e-5,
         help="Learning rate of the step size alpha = exp(log_alpha): SGD on log_alpha with "
-        "lr_lr / lr_teacher**2, i.e. the reference's update -lr_lr * dL/dalpha at alpha_0.",
+        "gradient dL/dalpha / alpha and lr lr_lr, i.e. the reference's update -lr_lr * dL/dalpha "
+        "at any alpha, at most a factor 2 per step.",
     ),
     lr_teacher: float = typer.Option(0.01, help="alpha_0: initial student step size."),
     batch_syn: int = typer.Option(0, help="Student minibatch size (0: all synthetic images)."),

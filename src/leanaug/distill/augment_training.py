@@ -16,8 +16,9 @@ data. Each iteration
    MTT loss against ``theta*_{t+M}``) and back-propagates ``dL/dz`` into phi's weights
    with ``z.backward(dL/dz)`` (exact for ``memory`` ``"unrolled"`` and ``"constant"``);
 5. updates phi with Adam (or SGD momentum 0.5) and ``alpha = exp(log_alpha)`` with SGD
-   momentum 0.5 on ``log_alpha`` (learning rate ``lr_lr / lr_teacher**2``, i.e. MTT's
-   ``-lr_lr * dL/dalpha`` at ``alpha_0``; ``alpha`` stays positive). ``alpha_mode="raw"``
+   momentum 0.5 on ``log_alpha`` (learning rate ``lr_lr``, gradient ``dL/dalpha / alpha``:
+   MTT's ``-lr_lr * dL/dalpha`` at any ``alpha``, at most a factor 2 per step; ``alpha``
+   stays positive; see :class:`leanaug.distill.matching.TrajectoryMatching`). ``alpha_mode="raw"``
    learns ``alpha`` itself, as the reference and the course project did (it can go
    negative; for the failure study only).
 
@@ -65,6 +66,8 @@ from leanaug.distill.matching import (
     MatchResult,
     StudentPlan,
     expert_segment,
+    limit_log_alpha_,
+    log_alpha_grad,
     match_gradients,
     matching_loss,
     plan_student,
@@ -427,12 +430,10 @@ class _Run:
             self.opt_phi = torch.optim.SGD(params, lr=est.lr_phi, momentum=0.5)
         if est.alpha_mode == "log":
             self.alpha_param = torch.tensor(math.log(est.lr_teacher), device=self.device)
-            lr = est.lr_lr / est.lr_teacher**2
         else:
             self.alpha_param = torch.tensor(float(est.lr_teacher), device=self.device)
-            lr = est.lr_lr
         self.alpha_param.requires_grad_(True)
-        self.opt_alpha = torch.optim.SGD([self.alpha_param], lr=lr, momentum=0.5)
+        self.opt_alpha = torch.optim.SGD([self.alpha_param], lr=est.lr_lr, momentum=0.5)
 
     def _prepare(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -621,9 +622,14 @@ class _Run:
         if est.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(self.phi.parameters(), est.clip_grad)
         self.opt_phi.step()
-        g_alpha = res.grad_alpha.reshape(()) * (alpha if est.alpha_mode == "log" else 1.0)
+        g_alpha = res.grad_alpha.reshape(())
+        if est.alpha_mode == "log":  # MTT's step on alpha, at any alpha (see matching)
+            g_alpha = log_alpha_grad(g_alpha, alpha)
         self.alpha_param.grad = g_alpha.to(self.alpha_param.dtype)
+        before = self.alpha_param.detach().clone()
         self.opt_alpha.step()
+        if est.alpha_mode == "log":
+            limit_log_alpha_(self.alpha_param, before)
         self.alpha_param.grad = None
         new_alpha = self.alpha()
         bad_phi = any(not bool(torch.isfinite(p).all()) for p in self.phi.parameters())

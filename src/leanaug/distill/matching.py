@@ -281,6 +281,25 @@ def _match_reverse(
     )
 
 
+# One alpha update may change alpha by at most this factor (see TrajectoryMatching).
+MAX_ALPHA_FACTOR = 2.0
+
+
+def log_alpha_grad(grad_alpha: Tensor, alpha: Tensor) -> Tensor:
+    """The gradient to give SGD (learning rate ``lr_lr``) on ``log(alpha)`` so that its step
+    moves ``alpha`` by MTT's ``-lr_lr * dL/dalpha`` to first order, at any ``alpha``:
+    ``d log(alpha) = d alpha / alpha``, so the log step is ``-lr_lr * (dL/dalpha) / alpha``."""
+    return grad_alpha / alpha
+
+
+def limit_log_alpha_(log_alpha: Tensor, before: Tensor) -> None:
+    """Keep one update of ``log(alpha)`` within a factor ``MAX_ALPHA_FACTOR`` of ``before``
+    (in place): a step larger than alpha itself would cross zero in the reference."""
+    bound = math.log(MAX_ALPHA_FACTOR)
+    with torch.no_grad():
+        log_alpha.copy_(torch.minimum(torch.maximum(log_alpha, before - bound), before + bound))
+
+
 def expert_segment(
     trajectory: Tensor, start_epoch: int, expert_epochs: int
 ) -> tuple[Tensor, Tensor]:
@@ -334,10 +353,13 @@ class TrajectoryMatching:
     ``batch_syn`` the student minibatch (``None``/0: all images every step).
 
     The step size is ``alpha = exp(log_alpha)``, positive by construction. It is learned by
-    SGD (momentum 0.5) on ``log_alpha`` with learning rate ``lr_lr / alpha_0**2``: one step
-    then moves ``alpha`` by ``-lr_lr * (alpha / alpha_0)**2 * dL/dalpha`` to first order,
-    i.e. exactly the reference's update ``-lr_lr * dL/dalpha`` at ``alpha = alpha_0``, slower
-    as alpha shrinks (it can never cross zero) and faster as it grows.
+    SGD (momentum 0.5, learning rate ``lr_lr``) on ``log_alpha`` with the gradient
+    ``dL/dalpha / alpha`` (:func:`log_alpha_grad`): a step then moves ``alpha`` by the
+    reference's ``-lr_lr * dL/dalpha`` to first order at every ``alpha``, and one step may
+    change ``alpha`` by at most a factor 2 (:func:`limit_log_alpha_`), where the reference's
+    step would cross zero. (An earlier rule, ``lr_lr / alpha_0**2`` on ``dL/dlog_alpha``,
+    matched the reference only at ``alpha_0`` and grew as ``(alpha / alpha_0)**2``: on
+    CIFAR-10 one step at ``alpha = 50 alpha_0`` sent alpha to 1e-8 and the run never came back.)
 
     ``memory``: ``"unrolled"`` | ``"constant"`` (exact, activation memory of one step) |
     ``"tesla"`` (approximate); see the module docstring. ``loss_limit``: a matching loss
@@ -665,9 +687,7 @@ class _Run:
         self.images = images.clone().requires_grad_(True)
         self.log_alpha = log_alpha.clone().requires_grad_(True)
         self.opt_img = torch.optim.SGD([self.images], lr=est.lr_img, momentum=0.5)
-        self.opt_lr = torch.optim.SGD(
-            [self.log_alpha], lr=est.lr_lr / est.lr_teacher**2, momentum=0.5
-        )
+        self.opt_lr = torch.optim.SGD([self.log_alpha], lr=est.lr_lr, momentum=0.5)
         if ck is not None:
             if ck.images_momentum is not None:
                 self.opt_img.state[self.images]["momentum_buffer"] = ck.images_momentum.to(
@@ -844,10 +864,14 @@ class _Run:
                     self._diverged(it, "the gradient is not finite")
                 self.images.grad = res.grad_images.to(self.images.dtype)
                 self.log_alpha.grad = (
-                    (res.grad_alpha * alpha).to(self.log_alpha.dtype).reshape(self.log_alpha.shape)
+                    log_alpha_grad(res.grad_alpha, alpha)
+                    .to(self.log_alpha.dtype)
+                    .reshape(self.log_alpha.shape)
                 )
+                before = self.log_alpha.detach().clone()
                 self.opt_img.step()
                 self.opt_lr.step()
+                limit_log_alpha_(self.log_alpha, before)
                 self.images.grad = None
                 self.log_alpha.grad = None
                 new_alpha = self.alpha()
