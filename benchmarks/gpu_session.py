@@ -196,14 +196,11 @@ def phase_experts(s: Session, ds, device: torch.device, share: float) -> dict:
     a = s.args
     end = elapsed() + share
     exp_dir = s.work / "experts"
+    from mtt_cifar10_gpu import EXPERT_RECIPE  # benchmarks/ is this script's folder
+
     common = dict(
+        EXPERT_RECIPE,
         width=a.width,
-        depth=3,
-        norm="instancenorm",
-        lr=0.01,
-        batch_size=256,
-        zca=True,
-        seed=0,
         device=device,
         dataset_spec={"name": "cifar10", "data_dir": str(a.data_dir), "n_train": a.n_train},
         progress=False,
@@ -316,7 +313,7 @@ def phase_distill(s: Session, info: dict, device: torch.device, share: float) ->
 
 # --------------------------------------------------------------------------- 4. evaluate
 def phase_evaluate(s: Session, info: dict, distilled: dict, ds, device, share: float) -> None:
-    from leanaug.distill.evaluate import EvalResult, evaluate_images, random_real_indices
+    from leanaug.distill.evaluate import EvalResult, evaluate_images, evaluate_random_real
     from leanaug.distill.experts import load_config, load_preprocessor
 
     a = s.args
@@ -347,19 +344,19 @@ def phase_evaluate(s: Session, info: dict, distilled: dict, ds, device, share: f
                 device=device,
             )
         )
-        idx = random_real_indices(ds.train_labels, ipc, 0, r)
         got["random_real"].append(
-            evaluate_images(
-                pre.transform(ds.train_images[idx], device=device),
-                torch.as_tensor(ds.train_labels[idx]),
+            evaluate_random_real(
+                ds.train_images,
+                ds.train_labels,
+                lambda x: pre.transform(x, device=device),
+                ipc,
                 test_x,
                 test_y,
                 cfg["network"],
                 float(cfg["training"]["lr"]),
-                epochs=a.eval_epochs,
                 runs=1,
                 run_offset=r,
-                seed=0,
+                epochs=a.eval_epochs,
                 device=device,
             )
         )

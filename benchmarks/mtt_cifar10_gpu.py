@@ -34,6 +34,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR_DIR = (ROOT / ".." / "shared" / "data" / "cifar10-jpg").resolve()
+# The reference's CIFAR-10 experts (also benchmarks/gpu_session.py's)
+EXPERT_RECIPE = dict(
+    width=128, depth=3, norm="instancenorm", lr=0.01, batch_size=256, zca=True, seed=0
+)
 
 
 def main() -> None:
@@ -55,10 +59,9 @@ def main() -> None:
     from leanaug.data import load_dataset
     from leanaug.device import resolve_device
     from leanaug.distill.evaluate import (
-        EvalResult,
         evaluate_images,
+        evaluate_random_real,
         load_image_set,
-        random_real_indices,
     )
     from leanaug.distill.experts import (
         load_config,
@@ -86,13 +89,7 @@ def main() -> None:
             args.experts_dir,
             experts=args.experts,
             epochs=args.expert_epochs_total,
-            width=128,
-            depth=3,
-            norm="instancenorm",
-            lr=0.01,
-            batch_size=256,
-            zca=True,
-            seed=0,
+            **EXPERT_RECIPE,
             device=device,
             dataset_spec={"name": "cifar10", "data_dir": str(args.data_dir)},
             progress=True,
@@ -129,23 +126,18 @@ def main() -> None:
             **common,
         )
         print(f"distilled IPC {ipc}: {distilled.summary()} [{time.perf_counter() - tic:.0f} s]")
-        runs = []
-        for r in range(args.eval_runs):
-            idx = random_real_indices(ds.train_labels, ipc, 0, r)
-            runs.append(
-                evaluate_images(
-                    pre.transform(ds.train_images[idx], device=device),
-                    torch.as_tensor(ds.train_labels[idx]),
-                    test_x,
-                    test_y,
-                    cfg["network"],
-                    float(cfg["training"]["lr"]),
-                    runs=1,
-                    run_offset=r,
-                    **common,
-                )
-            )
-        random_real = EvalResult.merge(runs)
+        random_real = evaluate_random_real(
+            ds.train_images,
+            ds.train_labels,
+            lambda x: pre.transform(x, device=device),
+            ipc,
+            test_x,
+            test_y,
+            cfg["network"],
+            float(cfg["training"]["lr"]),
+            runs=args.eval_runs,
+            **common,
+        )
         print(f"random real IPC {ipc}: {random_real.summary()}")
         write_json(
             args.out / "results.json",

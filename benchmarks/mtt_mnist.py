@@ -86,10 +86,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from leanaug.distill.evaluate import (
-        EvalResult,
         evaluate_images,
+        evaluate_random_real,
         load_image_set,
-        random_real_indices,
     )
     from leanaug.distill.experts import load_config, load_dataset_for, load_preprocessor
     from leanaug.distill.matching import IMAGES_NAME, TrajectoryMatching
@@ -177,25 +176,20 @@ def main() -> None:
         }
         if not args.skip_random:
             tic = time.perf_counter()
-            parts = []
-            for r in range(args.eval_runs):  # a fresh random subset per run
-                idx = random_real_indices(ds.train_labels, ipc, args.seed, r)
-                parts.append(
-                    evaluate_images(
-                        pre.transform(ds.train_images[idx]),
-                        torch.as_tensor(ds.train_labels[idx]),
-                        test_x,
-                        test_y,
-                        network,
-                        expert_lr,
-                        epochs=args.eval_epochs,
-                        runs=1,
-                        seed=args.seed,
-                        device="cpu",
-                        run_offset=r,
-                    )
-                )
-            random_real = EvalResult.merge(parts)
+            random_real = evaluate_random_real(  # a fresh random subset per run
+                ds.train_images,
+                ds.train_labels,
+                pre.transform,
+                ipc,
+                test_x,
+                test_y,
+                network,
+                expert_lr,
+                runs=args.eval_runs,
+                seed=args.seed,
+                epochs=args.eval_epochs,
+                device="cpu",
+            )
             random_s = time.perf_counter() - tic
             print(f"random real IPC {ipc}: {random_real.summary()} [{random_s:.0f} s]", flush=True)
             entry.update(random_real=random_real.to_dict(), random_seconds=random_s)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from leanaug.data import load_dataset
-from leanaug.distill.evaluate import EvalResult, evaluate_images, random_real_indices
+from leanaug.distill.evaluate import evaluate_images, evaluate_random_real
 from leanaug.distill.experts import load_config, load_preprocessor, train_experts
 from leanaug.results import write_json
 
@@ -95,24 +95,19 @@ def run_baselines(out: Path, epochs_full: int, epochs_random: int, runs: int, de
             )
         else:
             per_class = int(spec.split(":")[1])
-            parts = []
-            for r in range(runs):
-                idx = random_real_indices(ds.train_labels, per_class, 0, r)
-                parts.append(
-                    evaluate_images(
-                        pre.transform(ds.train_images[idx]),
-                        train_y[idx],
-                        test_x,
-                        test_y,
-                        network,
-                        lr,
-                        epochs=epochs,
-                        runs=1,
-                        run_offset=r,
-                        device=device,
-                    )
-                )
-            result = EvalResult.merge(parts)
+            result = evaluate_random_real(
+                ds.train_images,
+                ds.train_labels,
+                pre.transform,
+                per_class,
+                test_x,
+                test_y,
+                network,
+                lr,
+                runs=runs,
+                epochs=epochs,
+                device=device,
+            )
         wall = time.perf_counter() - start
         write_json(
             out / f"eval-{spec.replace(':', '-')}.json",

@@ -102,6 +102,50 @@ def test_evaluate_images_learns_and_is_reproducible(digits) -> None:
     json.dumps(d)
 
 
+def test_evaluate_random_real_draws_a_subset_per_run(digits) -> None:
+    """Run r of the random-real baseline is evaluate_images on random_real_indices(.., r)."""
+    from leanaug.distill.evaluate import evaluate_random_real
+
+    ds, pre = digits
+    test_x, test_y = pre.transform(ds.test_images), torch.as_tensor(ds.test_labels)
+    kw = dict(epochs=20, batch_size=256, device="cpu", eval_every=10, seed=3)
+    both = evaluate_random_real(
+        ds.train_images, ds.train_labels, pre.transform, 5, test_x, test_y, NET, 0.2, runs=2, **kw
+    )
+    assert both.runs == 2 and "fresh random subset" in both.config["subsets"]
+    for r in range(2):
+        idx = random_real_indices(ds.train_labels, 5, 3, r)
+        one = evaluate_images(
+            pre.transform(ds.train_images[idx]),
+            torch.as_tensor(ds.train_labels[idx]),
+            test_x,
+            test_y,
+            NET,
+            0.2,
+            runs=1,
+            run_offset=r,
+            **kw,
+        )
+        assert one.curves[0] == both.curves[r]
+    second = evaluate_random_real(
+        ds.train_images,
+        ds.train_labels,
+        pre.transform,
+        5,
+        test_x,
+        test_y,
+        NET,
+        0.2,
+        runs=1,
+        run_offset=1,
+        **kw,
+    )
+    assert second.curves[0] == both.curves[1]
+    assert not np.array_equal(
+        random_real_indices(ds.train_labels, 5, 3, 0), random_real_indices(ds.train_labels, 5, 3, 1)
+    )
+
+
 def test_evaluate_images_rejects_bad_settings(digits) -> None:
     ds, pre = digits
     x, y = pre.transform(ds.train_images[:10]), torch.as_tensor(ds.train_labels[:10])

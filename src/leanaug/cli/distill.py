@@ -387,10 +387,9 @@ def evaluate_command(
     """Evaluate a training set: train fresh ConvNets on it, report test accuracy."""
     v = _merge_config(ctx, dict(ctx.params), config, evaluate_command)
     from leanaug.distill.evaluate import (
-        EvalResult,
         evaluate_images,
+        evaluate_random_real,
         load_image_set,
-        random_real_indices,
     )
     from leanaug.distill.preprocess import Preprocessor
     from leanaug.results import write_json
@@ -466,25 +465,17 @@ def evaluate_command(
         per_class = int(match.group(1))
         if per_class < 1:
             raise LeanaugError(f"{spec}: need at least 1 image per class")
-        parts = []
-        for r in range(v["runs"]):  # a fresh random subset for every run
-            idx = random_real_indices(ds.train_labels, per_class, v["seed"], r)
-            parts.append(
-                evaluate_images(
-                    pre.transform(ds.train_images[idx], device=dev),
-                    train_y_all[idx],
-                    test_x,
-                    test_y,
-                    network,
-                    lr_value,
-                    runs=1,
-                    run_offset=r,
-                    **common,
-                )
-            )
-        result = EvalResult.merge(parts)
-        result.config["subsets"] = (
-            "a fresh random subset per run (random_real_indices(labels, N, seed, run))"
+        result = evaluate_random_real(  # a fresh random subset for every run
+            ds.train_images,
+            ds.train_labels,
+            lambda x: pre.transform(x, device=dev),
+            per_class,
+            test_x,
+            test_y,
+            network,
+            lr_value,
+            runs=v["runs"],
+            **common,
         )
     else:
         image_set = load_image_set(spec)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -315,3 +316,47 @@ def evaluate_images(
             best_epochs.append(curve[best][0])
             curves.append(curve)
     return EvalResult(finals, bests, best_epochs, curves, config, time.perf_counter() - start)
+
+
+def evaluate_random_real(
+    train_images: np.ndarray | Tensor,
+    train_labels: np.ndarray | Tensor,
+    preprocess: Callable[[np.ndarray | Tensor], Tensor],
+    per_class: int,
+    test_images: Tensor,
+    test_labels: Tensor,
+    network_config: dict[str, Any],
+    lr: float,
+    *,
+    runs: int = 5,
+    run_offset: int = 0,
+    seed: int = 0,
+    **kwargs: Any,
+) -> EvalResult:
+    """The random-real baseline: run ``r`` (``run_offset .. run_offset + runs - 1``) trains
+    a fresh network on its own seeded draw of ``per_class`` real images per class
+    (``random_real_indices(labels, per_class, seed, r)``), preprocessed by ``preprocess``;
+    ``kwargs`` go to :func:`evaluate_images`."""
+    labels = np.asarray(train_labels)
+    parts = []
+    for r in range(run_offset, run_offset + runs):
+        idx = random_real_indices(labels, per_class, seed, r)
+        parts.append(
+            evaluate_images(
+                preprocess(train_images[idx]),
+                torch.as_tensor(labels[idx]),
+                test_images,
+                test_labels,
+                network_config,
+                lr,
+                runs=1,
+                run_offset=r,
+                seed=seed,
+                **kwargs,
+            )
+        )
+    result = EvalResult.merge(parts)
+    result.config["subsets"] = (
+        "a fresh random subset per run (random_real_indices(labels, N, seed, run))"
+    )
+    return result
