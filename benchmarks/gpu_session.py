@@ -257,7 +257,7 @@ def phase_distill(s: Session, info: dict, device: torch.device, share: float) ->
     settings.update(
         max_start_epoch=info["max_start_epoch"],
         eval_every=0,
-        checkpoint_every=25,
+        checkpoint_every=10,
         device=str(device),
     )
     out = s.work / "mtt-ipc10"
@@ -267,7 +267,7 @@ def phase_distill(s: Session, info: dict, device: torch.device, share: float) ->
         stamps.append(time.perf_counter())
         if it % 100 == 0:
             say(f"  distill iteration {it}")
-        if elapsed() > end:
+        if it > probe and elapsed() > end:  # the probe always finishes (its checkpoint)
             raise TimeUp
 
     probe = 10
@@ -282,7 +282,7 @@ def phase_distill(s: Session, info: dict, device: torch.device, share: float) ->
     try:
         est.fit(info["dir"], out, data_dir=a.data_dir, progress=False, on_iteration=guard)
         images, labels, lr, done = est.images_, est.labels_, est.lr_, iterations
-    except TimeUp:  # the last checkpoint (every 25 iterations) is the result
+    except TimeUp:  # the last checkpoint (every 10 iterations) is the result
         from leanaug.distill.synthetic import Checkpoint
 
         ck = Checkpoint.load(out / "checkpoint.safetensors")
@@ -410,7 +410,7 @@ def phase_augdistill(s: Session, info: dict, ds, device, share: float) -> None:
 
     def guard(it: int) -> None:
         stamps.append(time.perf_counter())
-        if elapsed() > phi_end:
+        if it > probe and elapsed() > phi_end:  # the probe always finishes
             raise TimeUp
 
     phi_end = elapsed() + 0.45 * share
