@@ -71,7 +71,8 @@ def featurizer_figures(cfg, label: str = "") -> dict:
         eval_what = f"{pretrain} test split, all {eval_ds.num_classes} classes"
     else:
         eval_ds = ds
-        eval_what = f"{cfg.dataset} test split, classes {cfg.classes}"
+        which = f"classes {cfg.classes}" if cfg.classes else f"all {ds.num_classes} classes"
+        eval_what = f"{cfg.dataset} test split, {which}"
     t1 = time.perf_counter()
     test_acc = head_accuracy(featurizer, eval_ds.test_images, eval_ds.test_labels)
     eval_seconds = time.perf_counter() - t1
