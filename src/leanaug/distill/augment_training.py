@@ -66,11 +66,10 @@ from leanaug.distill.matching import (
     MatchResult,
     StudentPlan,
     expert_segment,
-    limit_log_alpha_,
-    log_alpha_grad,
     match_gradients,
     matching_loss,
     plan_student,
+    step_log_alpha_,
     unroll_student,
 )
 from leanaug.distill.networks import FlatModel
@@ -622,15 +621,12 @@ class _Run:
         if est.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(self.phi.parameters(), est.clip_grad)
         self.opt_phi.step()
-        g_alpha = res.grad_alpha.reshape(())
         if est.alpha_mode == "log":  # MTT's step on alpha, at any alpha (see matching)
-            g_alpha = log_alpha_grad(g_alpha, alpha)
-        self.alpha_param.grad = g_alpha.to(self.alpha_param.dtype)
-        before = self.alpha_param.detach().clone()
-        self.opt_alpha.step()
-        if est.alpha_mode == "log":
-            limit_log_alpha_(self.alpha_param, before)
-        self.alpha_param.grad = None
+            step_log_alpha_(self.opt_alpha, self.alpha_param, res.grad_alpha)
+        else:
+            self.alpha_param.grad = res.grad_alpha.reshape(()).to(self.alpha_param.dtype)
+            self.opt_alpha.step()
+            self.alpha_param.grad = None
         new_alpha = self.alpha()
         bad_phi = any(not bool(torch.isfinite(p).all()) for p in self.phi.parameters())
         if not math.isfinite(new_alpha) or bad_phi:

@@ -285,19 +285,22 @@ def _match_reverse(
 MAX_ALPHA_FACTOR = 2.0
 
 
-def log_alpha_grad(grad_alpha: Tensor, alpha: Tensor) -> Tensor:
-    """The gradient to give SGD (learning rate ``lr_lr``) on ``log(alpha)`` so that its step
-    moves ``alpha`` by MTT's ``-lr_lr * dL/dalpha`` to first order, at any ``alpha``:
-    ``d log(alpha) = d alpha / alpha``, so the log step is ``-lr_lr * (dL/dalpha) / alpha``."""
-    return grad_alpha / alpha
-
-
-def limit_log_alpha_(log_alpha: Tensor, before: Tensor) -> None:
-    """Keep one update of ``log(alpha)`` within a factor ``MAX_ALPHA_FACTOR`` of ``before``
-    (in place): a step larger than alpha itself would cross zero in the reference."""
+def step_log_alpha_(
+    optimizer: torch.optim.Optimizer, log_alpha: Tensor, grad_alpha: Tensor
+) -> None:
+    """One update of the learned step size, in place: ``optimizer`` (SGD, learning rate
+    ``lr_lr``) steps ``log_alpha`` with the gradient ``dL/dalpha / alpha``, which moves
+    ``alpha`` by MTT's ``-lr_lr * dL/dalpha`` to first order at any ``alpha``
+    (``d log(alpha) = d alpha / alpha``); the step is then bounded to a factor
+    ``MAX_ALPHA_FACTOR`` either way, where the reference's step would cross zero."""
+    alpha = log_alpha.detach().exp()
+    log_alpha.grad = (grad_alpha / alpha).to(log_alpha.dtype).reshape(log_alpha.shape)
+    before = log_alpha.detach().clone()
+    optimizer.step()
     bound = math.log(MAX_ALPHA_FACTOR)
     with torch.no_grad():
         log_alpha.copy_(torch.minimum(torch.maximum(log_alpha, before - bound), before + bound))
+    log_alpha.grad = None
 
 
 def expert_segment(
@@ -354,10 +357,9 @@ class TrajectoryMatching:
 
     The step size is ``alpha = exp(log_alpha)``, positive by construction. It is learned by
     SGD (momentum 0.5, learning rate ``lr_lr``) on ``log_alpha`` with the gradient
-    ``dL/dalpha / alpha`` (:func:`log_alpha_grad`): a step then moves ``alpha`` by the
+    ``dL/dalpha / alpha`` (:func:`step_log_alpha_`): a step then moves ``alpha`` by the
     reference's ``-lr_lr * dL/dalpha`` to first order at every ``alpha``, and one step may
-    change ``alpha`` by at most a factor 2 (:func:`limit_log_alpha_`), where the reference's
-    step would cross zero. (An earlier rule, ``lr_lr / alpha_0**2`` on ``dL/dlog_alpha``,
+    change ``alpha`` by at most a factor 2, where the reference's step would cross zero. (An earlier rule, ``lr_lr / alpha_0**2`` on ``dL/dlog_alpha``,
     matched the reference only at ``alpha_0`` and grew as ``(alpha / alpha_0)**2``: on
     CIFAR-10 one step at ``alpha = 50 alpha_0`` sent alpha to 1e-8 and the run never came back.)
 
@@ -863,17 +865,9 @@ class _Run:
                     self.rows.append(row)
                     self._diverged(it, "the gradient is not finite")
                 self.images.grad = res.grad_images.to(self.images.dtype)
-                self.log_alpha.grad = (
-                    log_alpha_grad(res.grad_alpha, alpha)
-                    .to(self.log_alpha.dtype)
-                    .reshape(self.log_alpha.shape)
-                )
-                before = self.log_alpha.detach().clone()
                 self.opt_img.step()
-                self.opt_lr.step()
-                limit_log_alpha_(self.log_alpha, before)
+                step_log_alpha_(self.opt_lr, self.log_alpha, res.grad_alpha)
                 self.images.grad = None
-                self.log_alpha.grad = None
                 new_alpha = self.alpha()
                 if not (math.isfinite(new_alpha) and new_alpha > 0) or not bool(
                     torch.isfinite(self.images).all()
