@@ -312,16 +312,26 @@ def phase_distill(s: Session, info: dict, device: torch.device, share: float) ->
 
 
 # --------------------------------------------------------------------------- 4. evaluate
-def phase_evaluate(s: Session, info: dict, distilled: dict, ds, device, share: float) -> None:
-    from leanaug.distill.evaluate import EvalResult, evaluate_images, evaluate_random_real
+def test_data(info: dict, ds, device):
+    """``(experts config, preprocessor, test images on device, test labels)``, read once for
+    the evaluate and augdistill phases."""
     from leanaug.distill.experts import load_config, load_preprocessor
+
+    pre = load_preprocessor(info["dir"])
+    return (
+        load_config(info["dir"]),
+        pre,
+        pre.transform(ds.test_images, device=device),
+        torch.as_tensor(ds.test_labels),
+    )
+
+
+def phase_evaluate(s: Session, test, distilled: dict, ds, device, share: float) -> None:
+    from leanaug.distill.evaluate import EvalResult, evaluate_images, evaluate_random_real
 
     a = s.args
     end = elapsed() + share
-    cfg = load_config(info["dir"])
-    pre = load_preprocessor(info["dir"])
-    test_x = pre.transform(ds.test_images, device=device)
-    test_y = torch.as_tensor(ds.test_labels)
+    cfg, pre, test_x, test_y = test
     ipc = distilled["images"].shape[0] // 10
     got: dict[str, list] = {"distilled": [], "random_real": []}
     longest = 0.0
@@ -377,7 +387,7 @@ def phase_evaluate(s: Session, info: dict, distilled: dict, ds, device, share: f
 
 
 # --------------------------------------------------------------------------- 5. augdistill
-def phase_augdistill(s: Session, info: dict, ds, device, share: float) -> None:
+def phase_augdistill(s: Session, info: dict, test, ds, device, share: float) -> None:
     import yaml
 
     from leanaug.distill.augment_training import (
@@ -389,7 +399,6 @@ def phase_augdistill(s: Session, info: dict, ds, device, share: float) -> None:
         train_on_augmented,
     )
     from leanaug.distill.dsa import DSA
-    from leanaug.distill.experts import load_config, load_preprocessor
 
     a = s.args
     end = elapsed() + share
@@ -446,10 +455,7 @@ def phase_augdistill(s: Session, info: dict, ds, device, share: float) -> None:
     s.results["augdistill_phi"] = res
     s.save()
 
-    exp_cfg = load_config(info["dir"])
-    pre = load_preprocessor(info["dir"])
-    test_x = pre.transform(ds.test_images, device=device)
-    test_y = torch.as_tensor(ds.test_labels)
+    exp_cfg, pre, test_x, test_y = test
     idx = subset_indices(ds.train_labels, a.phi_subset, 0)
     x = pre.transform(ds.train_images[idx], device=device)
     y = torch.as_tensor(ds.train_labels[idx])
@@ -555,11 +561,12 @@ def main() -> None:
     s.results["timing"]["experts_end"] = elapsed()
     distilled = phase_distill(s, info, device, ends[1] - elapsed())
     s.results["timing"]["distill_end"] = elapsed()
-    phase_evaluate(s, info, distilled, ds, device, ends[2] - elapsed())
+    test = test_data(info, ds, device)
+    phase_evaluate(s, test, distilled, ds, device, ends[2] - elapsed())
     s.results["timing"]["evaluate_end"] = elapsed()
     s.save()
     if s.left() > 60 and not args.skip_augdistill:
-        phase_augdistill(s, info, ds, device, s.left() - 10)
+        phase_augdistill(s, info, test, ds, device, s.left() - 10)
     s.results["timing"]["end"] = elapsed()
     s.save()
     say("done")
