@@ -12,6 +12,15 @@ every batch; (e) phi_10%(subset) + DSA on 50 % and 100 %; reference lines: 100 %
 100 % + DSA. Every condition uses the same ``--runs`` seeds (paired: run r has the same
 initialisation in every condition).
 
+``--configs`` takes one phi config per family (the first is the main phi: transfer and
+phi without DSA); the other families get (d) on each subset. ``--steps`` is the protocol:
+its results go to ``results-{steps}steps{tag}.parquet``, so protocols never mix, and two
+processes with distinct ``--tag`` values can evaluate side by side (e.g. one per
+fraction, ``--no-references`` in one of them). The long protocol on CPU:
+
+    python benchmarks/augdistill.py --part all --steps 2000 --runs 3 --fractions 0.01,0.1 \
+        --transfer-from none --configs configs/augdistill/mnist-{residual,transform,hallucinator}.yaml
+
 Parts (each resumable: finished phi runs and finished (condition, run) pairs are kept):
 
     python benchmarks/augdistill.py --part phi      # learn phi_p for p in --fractions
@@ -44,7 +53,7 @@ PRESETS = {
     "mnist-cpu": dict(
         experts=ROOT / "runs" / "augdistill" / "experts",
         out=ROOT / "runs" / "augdistill",
-        config=ROOT / "configs" / "augdistill" / "mnist-residual.yaml",
+        configs=[ROOT / "configs" / "augdistill" / "mnist-residual.yaml"],
         steps=200,
         batch=64,
         lr=0.03,
@@ -54,7 +63,7 @@ PRESETS = {
     "cifar10-gpu": dict(
         experts=ROOT / "runs" / "cifar10-experts-w128",
         out=ROOT / "runs" / "augdistill-cifar10",
-        config=ROOT / "configs" / "augdistill" / "cifar10-residual-gpu.yaml",
+        configs=[ROOT / "configs" / "augdistill" / "cifar10-residual-gpu.yaml"],
         steps=20000,
         batch=256,
         lr=0.01,
@@ -69,27 +78,41 @@ class Condition:
     method: str  # plain | dsa | trivialaugment | phi | phi+dsa
     train_fraction: float
     phi_fraction: float | None = None
+    family: str | None = None  # the phi family (phi conditions only)
 
     @property
     def name(self) -> str:
         tag = f"{self.method}@{self.train_fraction:g}"
-        return tag if self.phi_fraction is None else f"{tag}[phi {self.phi_fraction:g}]"
+        return tag if self.phi_fraction is None else f"{tag}[{self.family} {self.phi_fraction:g}]"
 
 
-def conditions(fractions: list[float], transfer_from: float | None) -> list[Condition]:
+def conditions(
+    fractions: list[float],
+    transfer_from: float | None,
+    families: list[str],
+    references: bool = True,
+) -> list[Condition]:
+    """The experiment's conditions; ``families[0]`` is the main phi (transfer and the
+    phi-without-DSA diagnostic), the others get phi + DSA on each subset."""
+    main = families[0]
     out = []
     for p in fractions:
         out += [
             Condition("plain", p),
             Condition("dsa", p),
             Condition("trivialaugment", p),
-            Condition("phi+dsa", p, p),
+            Condition("phi+dsa", p, p, main),
         ]
-    out += [Condition("plain", 1.0), Condition("dsa", 1.0)]
+    if references:
+        out += [Condition("plain", 1.0), Condition("dsa", 1.0)]
     if transfer_from is not None:
-        out += [Condition("phi+dsa", q, transfer_from) for q in (0.5, 1.0) if q != transfer_from]
-    # phi without DSA: a diagnostic, run last so that a cut-short run has the main table
-    out += [Condition("phi", p, p) for p in fractions if p <= 0.1]
+        out += [
+            Condition("phi+dsa", q, transfer_from, main) for q in (0.5, 1.0) if q != transfer_from
+        ]
+    # other families, then phi without DSA (a diagnostic): run last, so that a cut-short
+    # run has the main table
+    out += [Condition("phi+dsa", p, p, f) for f in families[1:] for p in fractions]
+    out += [Condition("phi", p, p, main) for p in fractions if p <= 0.1]
     seen, unique = set(), []
     for c in out:
         if c not in seen:
@@ -110,29 +133,44 @@ def load_phi_config(path: Path) -> dict:
     return cfg
 
 
+def families_of(args) -> list[str]:
+    return [load_phi_config(path)["phi"] for path in args.configs]
+
+
+def results_paths(args) -> list[Path]:
+    """Every results file of this ``--steps`` protocol (one per ``--tag``, so that parallel
+    processes never write the same file)."""
+    return sorted(args.out.glob(f"results-{args.steps}steps*.parquet"))
+
+
 # --------------------------------------------------------------------------- parts
 def part_phi(args) -> None:
+    for path in args.configs:
+        cfg = {**load_phi_config(path), "device": args.device}
+        for p in args.fractions:
+            _learn_phi(args, cfg, path, p)
+
+
+def _learn_phi(args, cfg: dict, path: Path, p: float) -> None:
     from leanaug.distill.augment_training import PHI_NAME, AugmentDistillation
 
-    cfg = load_phi_config(args.config)
-    cfg["device"] = args.device
-    for p in args.fractions:
-        folder = phi_dir(args.out, cfg["phi"], p)
-        if (folder / PHI_NAME).is_file():
-            print(f"phi p={p:g}: done already ({folder})", flush=True)
-            continue
-        tic = time.perf_counter()
-        est = AugmentDistillation.from_config({**cfg, "subset": p}, source=str(args.config))
-        est.fit(args.experts, folder, progress=False)
-        log = est.log_
-        tail = log.tail(max(1, len(log) // 4))
-        wall = time.perf_counter() - tic
-        (folder / "wall_seconds.txt").write_text(f"{wall:.1f}\n")
-        print(
-            f"phi p={p:g}: {len(log)} iterations, {wall:.0f} s; last quarter: loss "
-            f"{tail['loss'].mean():.4f} vs identity {tail['loss_identity'].mean():.4f}; alpha {est.alpha_:.4g}",
-            flush=True,
-        )
+    family = cfg["phi"]
+    folder = phi_dir(args.out, family, p)
+    if (folder / PHI_NAME).is_file():
+        print(f"phi {family} p={p:g}: done already ({folder})", flush=True)
+        return
+    tic = time.perf_counter()
+    est = AugmentDistillation.from_config({**cfg, "subset": p}, source=str(path))
+    est.fit(args.experts, folder, progress=False)
+    log = est.log_
+    tail = log.tail(max(1, len(log) // 4))
+    wall = time.perf_counter() - tic
+    (folder / "wall_seconds.txt").write_text(f"{wall:.1f}\n")
+    print(
+        f"phi {family} p={p:g}: {len(log)} iterations, {wall:.0f} s; last quarter: loss "
+        f"{tail['loss'].mean():.4f} vs identity {tail['loss_identity'].mean():.4f}; alpha {est.alpha_:.4g}",
+        flush=True,
+    )
 
 
 def part_scan(args) -> None:
@@ -145,7 +183,7 @@ def part_scan(args) -> None:
     from leanaug.distill.networks import FlatModel
 
     cfg, pre, ds = _data(args)
-    phi_cfg = load_phi_config(args.config)
+    phi_cfg = load_phi_config(args.configs[0])
     experts = load_experts(args.experts)
     model = FlatModel(build_network(cfg["network"]))
     dsa = DSA(**cfg["training"]["dsa"])
@@ -183,7 +221,7 @@ def part_diagnose(args) -> None:
     from leanaug.distill.networks import FlatModel
 
     cfg, pre, ds = _data(args)
-    family = load_phi_config(args.config)["phi"]
+    family = families_of(args)[0]
     experts = load_experts(args.experts)
     model = FlatModel(build_network(cfg["network"]))
     dsa = DSA(**cfg["training"]["dsa"])
@@ -238,7 +276,7 @@ def _data(args):
     return cfg, pre, ds
 
 
-def _transform(cond: Condition, cfg, pre, args, family: str):
+def _transform(cond: Condition, cfg, pre, args):
     from leanaug.distill.augment_training import (
         Compose,
         DSATransform,
@@ -256,7 +294,7 @@ def _transform(cond: Condition, cfg, pre, args, family: str):
     if cond.method == "trivialaugment":
         return KorniaAutoTransform("trivialaugment", pre)
     if cond.method in ("phi", "phi+dsa"):
-        phi, _ = load_phi(phi_dir(args.out, family, cond.phi_fraction) / "phi.safetensors")
+        phi, _ = load_phi(phi_dir(args.out, cond.family, cond.phi_fraction) / "phi.safetensors")
         phi_t = PhiTransform(phi)
         return phi_t if cond.method == "phi" else Compose(phi_t, dsa)
     raise ValueError(cond.method)
@@ -267,25 +305,40 @@ def part_eval(args) -> None:
     from leanaug.results import write_parquet
 
     cfg, pre, ds = _data(args)
-    family = load_phi_config(args.config)["phi"]
     test_x = pre.transform(ds.test_images)
     test_y = torch.as_tensor(ds.test_labels)
-    results_path = args.out / "results.parquet"
+    results_path = args.out / f"results-{args.steps}steps{args.tag}.parquet"
     rows = pd.read_parquet(results_path).to_dict("records") if results_path.exists() else []
-    done = {(r["condition"], int(r["run"])) for r in rows}
-    for cond in conditions(args.fractions, args.transfer_from):
-        missing = [r for r in range(args.runs) if (cond.name, r) not in done]
-        if not missing:
+    # runs finished by any process of this protocol (other --tag files included)
+    done = {
+        (r["condition"], int(r["run"]))
+        for path in results_paths(args)
+        for r in pd.read_parquet(path).to_dict("records")
+    }
+    todo = conditions(args.fractions, args.transfer_from, families_of(args), args.references)
+    ready = []
+    for cond in todo:
+        if (
+            cond.phi_fraction is not None
+            and not (
+                phi_dir(args.out, cond.family, cond.phi_fraction) / "phi.safetensors"
+            ).is_file()
+        ):
+            print(f"{cond.name}: phi not trained yet, skipped", flush=True)
             continue
-        if cond.phi_fraction is not None:
-            if not (phi_dir(args.out, family, cond.phi_fraction) / "phi.safetensors").is_file():
-                print(f"{cond.name}: phi not trained yet, skipped", flush=True)
+        ready.append(cond)
+    inputs: dict[Condition, tuple] = {}  # training set and transform, built on first use
+    # run-major: a cut-short evaluation still has complete paired runs of every condition
+    for r in range(args.runs):
+        for cond in ready:
+            if (cond.name, r) in done:
                 continue
-        idx = subset_indices(ds.train_labels, cond.train_fraction, 0)
-        x = pre.transform(ds.train_images[idx])
-        y = torch.as_tensor(ds.train_labels[idx])
-        transform = _transform(cond, cfg, pre, args, family)
-        for r in missing:
+            if cond not in inputs:
+                idx = subset_indices(ds.train_labels, cond.train_fraction, 0)
+                x = pre.transform(ds.train_images[idx])
+                y = torch.as_tensor(ds.train_labels[idx])
+                inputs[cond] = (x, y, _transform(cond, cfg, pre, args))
+            x, y, transform = inputs[cond]
             res = train_on_augmented(
                 x,
                 y,
@@ -306,7 +359,8 @@ def part_eval(args) -> None:
                     method=cond.method,
                     train_fraction=cond.train_fraction,
                     phi_fraction=np.nan if cond.phi_fraction is None else cond.phi_fraction,
-                    n_train=len(idx),
+                    family=cond.family or "",
+                    n_train=len(x),
                     run=r,
                     accuracy=res.final_accuracy[0],
                     seconds=res.seconds,
@@ -329,23 +383,19 @@ def derive_run_seed(run: int) -> int:
 
 
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
-    g = frame.groupby(["condition", "method", "train_fraction", "phi_fraction"], dropna=False)
+    keys = ["condition", "method", "train_fraction", "phi_fraction", "family"]
+    g = frame.groupby(keys, dropna=False)
     out = g["accuracy"].agg(["mean", "std", "count"]).reset_index()
     out["std"] = g["accuracy"].agg(lambda a: float(np.std(a))).values  # ddof 0, as MTT
     out["seconds"] = g["seconds"].mean().values
-    return out.sort_values(["train_fraction", "method"]).reset_index(drop=True)
+    return out.sort_values(["train_fraction", "method", "family"]).reset_index(drop=True)
 
 
 def part_report(args) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    results_path = args.out / "results.parquet"
-    family = load_phi_config(args.config)["phi"]
-    if results_path.exists():
-        table = summary(pd.read_parquet(results_path))
+    paths = results_paths(args)
+    if paths:
+        frame = pd.concat([pd.read_parquet(path) for path in paths], ignore_index=True)
+        table = summary(frame)
         lines = [
             "| condition | n train | test accuracy (%) | runs | s/run |",
             "|---|---|---|---|---|",
@@ -358,80 +408,88 @@ def part_report(args) -> None:
             )
         text = "\n".join(lines)
         print(text)
-        (args.out / "table.md").write_text(text + "\n")
+        (args.out / f"table-{args.steps}steps.md").write_text(text + "\n")
+        plot_accuracy_vs_p(table, args, args.out / f"accuracy_vs_p-{args.steps}steps.png")
+    for family in families_of(args):
+        for p in args.fractions:
+            report_phi_training(phi_dir(args.out, family, p), family, p)
 
-        fig, ax = plt.subplots(figsize=(8.6, 4.2))
-        own = table[
-            (table["phi_fraction"].isna()) | (table["phi_fraction"] == table["train_fraction"])
+
+def plot_accuracy_vs_p(table: pd.DataFrame, args, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8.6, 4.2))
+    own = table[table["phi_fraction"].isna() | (table["phi_fraction"] == table["train_fraction"])]
+    main = families_of(args)[0]
+    series = [("plain", "", "o-"), ("dsa", "", "s-"), ("trivialaugment", "", "^-")]
+    series += [("phi", main, "v-"), ("phi+dsa", main, "D-")]
+    series += [("phi+dsa", f, "P--") for f in families_of(args)[1:]]
+    for method, family, style in series:
+        part = own[
+            (own["method"] == method)
+            & (own["family"].fillna("") == family)
+            & (own["train_fraction"] < 1.0)
         ]
-        for method, style in (
-            ("plain", "o-"),
-            ("dsa", "s-"),
-            ("trivialaugment", "^-"),
-            ("phi", "v-"),
-            ("phi+dsa", "D-"),
-        ):
-            part = own[(own["method"] == method) & (own["train_fraction"] < 1.0)]
-            if len(part):
-                ax.errorbar(
-                    100 * part["train_fraction"],
-                    100 * part["mean"],
-                    yerr=100 * part["std"],
-                    fmt=style,
-                    capsize=3,
-                    label=f"{method} (phi learned on the same subset)"
-                    if "phi" in method
-                    else method,
-                )
-        transfer = table[
-            table["phi_fraction"].notna() & (table["phi_fraction"] != table["train_fraction"])
-        ]
-        if len(transfer):
+        if len(part):
             ax.errorbar(
-                100 * transfer["train_fraction"],
-                100 * transfer["mean"],
-                yerr=100 * transfer["std"],
-                fmt="*",
-                markersize=11,
+                100 * part["train_fraction"],
+                100 * part["mean"],
+                yerr=100 * part["std"],
+                fmt=style,
                 capsize=3,
-                label="phi learned on 10 %, applied (+DSA)",
+                label=f"{method} ({family} phi learned on the same subset)" if family else method,
             )
-        for method, color in (("plain", "grey"), ("dsa", "black")):
-            ref = table[(table["method"] == method) & (table["train_fraction"] == 1.0)]
-            if len(ref):
-                ax.axhline(
-                    100 * ref["mean"].iloc[0], ls="--", color=color, lw=1, label=f"100 % {method}"
-                )
-        ax.set_xscale("log")
-        ax.set_xlabel("training subset p (% of MNIST's 60,000 images)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(
-            f"MNIST, ConvNet w32, fixed {args.steps} steps x batch {args.batch}", fontsize=9
+    transfer = table[
+        table["phi_fraction"].notna() & (table["phi_fraction"] != table["train_fraction"])
+    ]
+    if len(transfer):
+        ax.errorbar(
+            100 * transfer["train_fraction"],
+            100 * transfer["mean"],
+            yerr=100 * transfer["std"],
+            fmt="*",
+            markersize=11,
+            capsize=3,
+            label=f"phi learned on {100 * args.transfer_from:g} %, applied (+DSA)",
         )
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: no overlap
-        fig.tight_layout()
-        fig.savefig(args.out / "accuracy_vs_p.png", dpi=120)
-        plt.close(fig)
-        print(f"wrote {args.out / 'table.md'} and {args.out / 'accuracy_vs_p.png'}")
-    for p in args.fractions:
-        folder = phi_dir(args.out, family, p)
-        if not (folder / "log.parquet").exists():
-            continue
-        log = pd.read_parquet(folder / "log.parquet")
-        first, last = log.head(max(1, len(log) // 4)), log.tail(max(1, len(log) // 4))
-        wall = (
-            (folder / "wall_seconds.txt").read_text().strip()
-            if (folder / "wall_seconds.txt").exists()
-            else "?"
-        )
-        print(
-            f"phi p={p:g}: {len(log)} it, wall {wall} s, s/it {log['seconds'].mean():.1f}; loss first quarter "
-            f"{first['loss'].mean():.4f} (identity {first['loss_identity'].mean():.4f}), last quarter "
-            f"{last['loss'].mean():.4f} (identity {last['loss_identity'].mean():.4f}); "
-            f"phi wins {(last['loss'] < last['loss_identity']).mean():.0%} of last-quarter iterations; "
-            f"alpha {log['alpha'].iloc[-1]:.4g}; |phi(x)-x| rms {last['phi_change'].mean():.3f}, "
-            f"noise effect {last['noise_effect'].mean():.3f}"
-        )
+    for method, color in (("plain", "grey"), ("dsa", "black")):
+        ref = table[(table["method"] == method) & (table["train_fraction"] == 1.0)]
+        if len(ref):
+            ax.axhline(
+                100 * ref["mean"].iloc[0], ls="--", color=color, lw=1, label=f"100 % {method}"
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("training subset p (% of MNIST's 60,000 images)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"MNIST, ConvNet w32, fixed {args.steps} steps x batch {args.batch}", fontsize=9)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: no overlap
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
+def report_phi_training(folder: Path, family: str, p: float) -> None:
+    if not (folder / "log.parquet").exists():
+        return
+    log = pd.read_parquet(folder / "log.parquet")
+    first, last = log.head(max(1, len(log) // 4)), log.tail(max(1, len(log) // 4))
+    wall = (
+        (folder / "wall_seconds.txt").read_text().strip()
+        if (folder / "wall_seconds.txt").exists()
+        else "?"
+    )
+    print(
+        f"phi {family} p={p:g}: {len(log)} it, wall {wall} s, s/it {log['seconds'].mean():.1f}; "
+        f"loss first quarter {first['loss'].mean():.4f} (identity {first['loss_identity'].mean():.4f}), "
+        f"last quarter {last['loss'].mean():.4f} (identity {last['loss_identity'].mean():.4f}); "
+        f"phi wins {(last['loss'] < last['loss_identity']).mean():.0%} of last-quarter iterations; "
+        f"alpha {log['alpha'].iloc[-1]:.4g}; |phi(x)-x| rms {last['phi_change'].mean():.3f}, "
+        f"noise effect {last['noise_effect'].mean():.3f}"
+    )
 
 
 def main() -> None:
@@ -444,12 +502,33 @@ def main() -> None:
     ap.add_argument("--preset", choices=sorted(PRESETS), default="mnist-cpu")
     ap.add_argument("--experts", type=Path)
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--config", type=Path)
+    ap.add_argument(
+        "--configs",
+        type=Path,
+        nargs="+",
+        help="phi configs, one per family; the first is the main phi (transfer, phi alone)",
+    )
     ap.add_argument(
         "--fractions", type=lambda s: [float(v) for v in s.split(",")], default=[0.01, 0.1, 0.5]
     )
-    ap.add_argument("--transfer-from", type=float, default=0.1)
-    ap.add_argument("--steps", type=int)
+    ap.add_argument(
+        "--transfer-from",
+        type=lambda s: None if s == "none" else float(s),
+        default=0.1,
+        help="apply the phi learned on this fraction to 50 %% and 100 %% ('none': skip)",
+    )
+    ap.add_argument(
+        "--references",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the 100 %% plain and 100 %% + DSA reference lines",
+    )
+    ap.add_argument("--steps", type=int, help="SGD steps per evaluation run (the protocol)")
+    ap.add_argument(
+        "--tag",
+        default="",
+        help="suffix of this process's results file (parallel eval processes need distinct tags)",
+    )
     ap.add_argument("--batch", type=int)
     ap.add_argument("--lr", type=float)
     ap.add_argument("--runs", type=int)

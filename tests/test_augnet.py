@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from leanaug.cli.main import main
 from leanaug.distill.augment_training import (
@@ -341,3 +344,24 @@ def test_cli_augment_missing_experts_is_a_user_error(tmp_path, capsys):
         main(_augment_argv(tmp_path / "missing", tmp_path / "out", "--iterations", "1"))
     assert info.value.code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+MNIST_PHI_CONFIGS = sorted(
+    (Path(__file__).resolve().parents[1] / "configs" / "augdistill").glob("mnist-*.yaml")
+)
+
+
+@pytest.mark.parametrize("config", MNIST_PHI_CONFIGS, ids=lambda p: p.stem)
+def test_shipped_mnist_phi_configs_run(tiny_experts, tmp_path, config):
+    """Every MNIST phi config of the benchmark is valid and learns its family (1 iteration on
+    the tiny digits experts, which have MNIST's single channel)."""
+    out = tmp_path / "phi"
+    argv = ["distill", "augment", "--experts", str(tiny_experts), "--out", str(out)]
+    argv += ["--config", str(config), "--iterations", "1", "--picture-every", "0"]
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--device", "cpu"])
+    assert info.value.code in (0, None)
+    phi, meta = load_phi(out / "phi.safetensors")
+    assert phi.family == yaml.safe_load(config.read_text())["phi"]
+    assert meta["alpha"] > 0
+    assert len(pd.read_parquet(out / "log.parquet")) == 1
