@@ -94,7 +94,9 @@ def _problem(width: int, image_size: int, ipc: int, device: torch.device):
     return module, start, target, images, labels, torch.tensor(0.01, device=device), DSA()
 
 
-def _time_match(model, prob, steps: int, mode: str, repeats: int, device) -> tuple[float, float]:
+def _time_match(
+    model, prob, steps: int, mode: str, repeats: int, device, theta_store: str = "device"
+) -> tuple[float, float]:
     """Median seconds per matching iteration and peak CUDA MB above the set-up baseline."""
     from leanaug.distill.matching import match_gradients, plan_student
 
@@ -108,7 +110,9 @@ def _time_match(model, prob, steps: int, mode: str, repeats: int, device) -> tup
         plan = plan_student(images.shape[0], steps, None, torch.Generator().manual_seed(r))
         sync(device)
         tic = time.perf_counter()
-        res = match_gradients(model, start, target, images, labels, alpha, plan, dsa, mode)
+        res = match_gradients(
+            model, start, target, images, labels, alpha, plan, dsa, mode, theta_store
+        )
         sync(device)
         if r > 0:
             times.append(time.perf_counter() - tic)
@@ -128,12 +132,16 @@ def phase_perf(s: Session, device: torch.device) -> None:
     module = prob[0]
     rows = []
     say(f"perf: ConvNet width {a.width}, IPC 10 (100 images, all in every step), DSA")
+    # constant mode twice: theta_i on the device, and in pinned host memory (flat in N)
     for steps in a.perf_steps:
-        for mode in ("unrolled", "constant"):
-            sec, peak = _time_match(FlatModel(module), prob, steps, mode, a.perf_repeats, device)
-            rows.append(dict(mode=mode, steps=steps, seconds=sec, peak_mb=peak))
+        for mode, store in (("unrolled", "device"), ("constant", "device"), ("constant", "host")):
+            sec, peak = _time_match(
+                FlatModel(module), prob, steps, mode, a.perf_repeats, device, store
+            )
+            rows.append(dict(mode=mode, theta_store=store, steps=steps, seconds=sec, peak_mb=peak))
             say(
-                f"  {mode:>9} N={steps:>3}: {sec * 1000:8.1f} ms/it ({1 / sec:6.2f} it/s), peak {peak:8.0f} MB"
+                f"  {mode:>9} thetas on {store:<6} N={steps:>3}: {sec * 1000:8.1f} ms/it "
+                f"({1 / sec:6.2f} it/s), peak {peak:8.0f} MB"
             )
     s.results["perf_vs_n"] = rows
     s.save()

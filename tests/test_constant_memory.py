@@ -82,3 +82,55 @@ def test_unknown_memory_mode_is_a_user_error():
     with pytest.raises(LeanaugError, match="unrolled, constant, tesla"):
         match_gradients(model, theta0, target, images, labels, alpha, plan, None, "lowmem")
     assert MEMORY_MODES == ("unrolled", "constant", "tesla")
+
+
+def test_host_theta_store_is_the_same_gradient_and_checked():
+    model, theta0, target, images, labels, alpha = _problem(seed=2)
+    plan = plan_student(images.shape[0], 5, 4, torch.Generator().manual_seed(1))
+    dsa = _dsa()
+    args = (model, theta0, target, images, labels, alpha, plan, dsa)
+    for memory in ("constant", "tesla"):
+        device = match_gradients(*args, memory)
+        host = match_gradients(*args, memory, theta_store="host")
+        assert torch.equal(host.grad_images, device.grad_images)
+        assert torch.equal(host.grad_alpha, device.grad_alpha)
+    with pytest.raises(LeanaugError, match="theta_store must be one of device, host"):
+        match_gradients(*args, "constant", theta_store="disk")
+    with pytest.raises(LeanaugError, match="needs memory 'constant' or 'tesla'"):
+        match_gradients(*args, "unrolled", theta_store="host")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_host_theta_store_keeps_gpu_memory_flat_in_n():
+    """On a GPU the stored theta_i are constant mode's only growth with N; in host memory
+    the peak no longer grows, and the gradient is the device-store one."""
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    net = ConvNet(3, 10, (16, 16), width=32, depth=2).to(dev)
+    model = FlatModel(net)
+    theta0 = model.flat_parameters()
+    target = theta0 + 0.01 * torch.randn_like(theta0)
+    images = torch.randn(20, 3, 16, 16, device=dev)
+    labels = torch.arange(10, device=dev).repeat(2)
+    alpha = torch.tensor(0.01, device=dev)
+
+    def peak(steps: int, store: str):
+        plan = plan_student(20, steps, None, torch.Generator().manual_seed(0))
+        torch.cuda.synchronize(dev)
+        base = torch.cuda.memory_allocated(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        res = match_gradients(
+            model, theta0, target, images, labels, alpha, plan, None, "constant", store
+        )
+        torch.cuda.synchronize(dev)
+        return torch.cuda.max_memory_allocated(dev) - base, res
+
+    growth_device = peak(80, "device")[0] - peak(10, "device")[0]
+    growth_host = peak(80, "host")[0] - peak(10, "host")[0]
+    p = theta0.numel() * theta0.element_size()
+    assert growth_device >= 60 * p  # the 70 extra theta_i
+    assert growth_host < 5 * p
+    _, a = peak(20, "device")
+    _, b = peak(20, "host")
+    # same algorithm; only cuDNN's non-deterministic reductions may differ between calls
+    assert _rel(b.grad_images, a.grad_images) < 1e-3

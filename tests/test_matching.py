@@ -280,6 +280,10 @@ def test_settings_are_checked(digits_experts, tmp_path):
         _fast(max_start_epoch=3, expert_epochs=2).fit(digits_experts, tmp_path, progress=False)
     with pytest.raises(LeanaugError, match="memory must be one of"):
         _fast(memory="low").fit(digits_experts, tmp_path, progress=False)
+    with pytest.raises(LeanaugError, match="theta_store must be one of device, host"):
+        _fast(memory="constant", theta_store="gpu").fit(digits_experts, tmp_path, progress=False)
+    with pytest.raises(LeanaugError, match="theta_store 'host' needs memory 'constant' or"):
+        _fast(theta_store="host").fit(digits_experts, tmp_path, progress=False)
 
 
 def _cli(argv: list[str]) -> int:
@@ -310,11 +314,12 @@ def test_cli_experts_then_images_then_evaluate(tmp_path, capsys):
         "eval_every: 2\neval_runs: 1\neval_epochs: 2\nmemory: unrolled\n"
     )
     argv = f"distill images --experts {experts} --ipc 2 --out {out} --config {config} --memory constant"
-    assert _cli([*argv.split(), "--device", "cpu"]) == 0
+    assert _cli([*argv.split(), "--theta-store", "host", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "learned step size alpha" in printed and "iteration 4: final test accuracy" in printed
     settings = json.loads((out / "distill_config.json").read_text())
     assert settings["memory"] == "constant"  # the flag beats the file
+    assert settings["theta_store"] == "host"  # a no-op on the CPU, accepted
     assert settings["syn_steps"] == 4  # the file beats the default
     assert (out / "grids" / "iter_000004.png").is_file() and (out / "images.png").is_file()
 

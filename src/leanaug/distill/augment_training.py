@@ -65,6 +65,7 @@ from leanaug.distill.matching import (
     MEMORY_MODES,
     MatchResult,
     StudentPlan,
+    check_memory_options,
     expert_segment,
     match_gradients,
     matching_loss,
@@ -158,6 +159,7 @@ def phi_match_gradients(
     augment: Any = None,
     memory: str = "unrolled",
     backward: bool = True,
+    theta_store: str = "device",
 ) -> tuple[MatchResult, Tensor]:
     """MTT loss of a student trained on ``phi(x, noise)``; accumulates ``dL/dphi`` into
     ``phi``'s ``.grad`` when ``backward``. Returns the match result and ``phi(x)`` (detached).
@@ -170,7 +172,16 @@ def phi_match_gradients(
         )
     z = phi(x, noise, labels=labels, index=index)
     res = match_gradients(
-        model, theta_start, theta_target, z.detach(), labels, alpha, plan, augment, memory
+        model,
+        theta_start,
+        theta_target,
+        z.detach(),
+        labels,
+        alpha,
+        plan,
+        augment,
+        memory,
+        theta_store,
     )
     if backward:
         z.backward(res.grad_images.to(z.dtype))
@@ -189,6 +200,8 @@ class AugmentDistillation:
     momentum 0.5) with ``lr_phi`` for phi's weights; ``lr_lr`` / ``lr_teacher`` as in
     :class:`leanaug.distill.matching.TrajectoryMatching`. ``clip_grad`` (> 0) clips phi's
     gradient norm. ``loss_limit``: a loss above it (or any non-finite value) stops the run.
+    ``theta_store="host"`` (with ``memory="constant"``) keeps the unroll's stored student
+    parameters in host memory on a GPU.
     """
 
     phi: str = "residual"
@@ -208,6 +221,7 @@ class AugmentDistillation:
     clip_grad: float = 0.0
     dsa: bool = True
     memory: str = "unrolled"
+    theta_store: str = "device"
     identity_loss: bool = True
     checkpoint_every: int = 10
     picture_every: int = 100
@@ -278,6 +292,7 @@ class AugmentDistillation:
         for ok, message in checks:
             if not ok:
                 raise LeanaugError(message)
+        check_memory_options(self.memory, self.theta_store)
 
     def fit(
         self,
@@ -582,6 +597,7 @@ class _Run:
             slots.plan,
             self.dsa,
             est.memory,
+            theta_store=est.theta_store,
         )
         loss = float(res.loss)
         row: dict[str, Any] = dict(

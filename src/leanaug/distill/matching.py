@@ -38,6 +38,12 @@ This module computes ``L`` and its gradient with respect to the synthetic pixels
     unrolled gradient up to floating-point rounding (tests check it in float64). It costs
     one extra plain gradient evaluation per step (the graph-free forward pass).
 
+    ``theta_store="host"`` keeps the stored ``theta_i`` in (pinned) host memory when the
+    run is on a GPU, copied out and back with non-blocking transfers, so that device
+    memory no longer grows with ``N`` at all (on the H200 the ``N`` vectors were the only
+    growth: 556 -> 647 MB from N=10 to 80, ``docs/performance.md``). On a CPU device it
+    changes nothing.
+
 ``"tesla"``
     TESLA's approximation (Cui et al. 2023): ``theta_N = theta_0 - alpha * sum_i g_i``
     differentiated with each ``theta_i`` held fixed, i.e. ``lam_i = lam_N`` for every step
@@ -74,6 +80,7 @@ from leanaug.results import read_json, read_parquet, write_json, write_parquet
 from leanaug.seeding import derive_seed, torch_generator
 
 MEMORY_MODES = ("unrolled", "constant", "tesla")
+THETA_STORES = ("device", "host")  # where the reverse-pass modes keep theta_0..theta_{N-1}
 
 # ``augment(x, generator=g) -> (x_aug, params)`` draws; ``augment(x, params=params)`` replays
 # (the contract of :class:`leanaug.distill.dsa.DSA`). ``None`` means no augmentation.
@@ -199,10 +206,10 @@ def match_gradients(
     plan: StudentPlan,
     augment: Augment | None = None,
     memory: str = "unrolled",
+    theta_store: str = "device",
 ) -> MatchResult:
     """The matching loss and ``dL/dimages``, ``dL/dalpha`` (see the module docstring)."""
-    if memory not in MEMORY_MODES:
-        raise LeanaugError(f"memory mode {memory!r} is not one of {', '.join(MEMORY_MODES)}")
+    check_memory_options(memory, theta_store)
     theta_start = theta_start.detach()
     theta_target = theta_target.detach()
     if memory == "unrolled":
@@ -219,7 +226,31 @@ def match_gradients(
         plan,
         augment,
         exact=memory == "constant",
+        host=theta_store == "host",
     )
+
+
+def check_memory_options(memory: str, theta_store: str) -> None:
+    if memory not in MEMORY_MODES:
+        raise LeanaugError(f"memory must be one of {', '.join(MEMORY_MODES)}, got {memory!r}")
+    if theta_store not in THETA_STORES:
+        raise LeanaugError(
+            f"theta_store must be one of {', '.join(THETA_STORES)}, got {theta_store!r}"
+        )
+    if theta_store == "host" and memory == "unrolled":
+        raise LeanaugError(
+            "theta_store 'host' needs memory 'constant' or 'tesla' (the unrolled mode keeps "
+            "its whole autograd graph on the device)"
+        )
+
+
+def _stash(theta: Tensor, host: bool) -> Tensor:
+    """``theta`` itself, or a copy in pinned host memory when ``host`` and on a GPU; the
+    non-blocking copy is ordered on the current stream, so ``theta`` may be freed after."""
+    if not host or theta.device.type == "cpu":
+        return theta
+    out = torch.empty(theta.shape, dtype=theta.dtype, pin_memory=True)
+    return out.copy_(theta, non_blocking=True)
 
 
 def _match_unrolled(
@@ -236,7 +267,7 @@ def _match_unrolled(
 
 
 def _match_reverse(
-    model, theta_start, theta_target, images, labels, alpha, plan, augment, exact: bool
+    model, theta_start, theta_target, images, labels, alpha, plan, augment, exact: bool, host: bool
 ) -> MatchResult:
     x_all = images.detach()
     a = alpha.detach()
@@ -245,7 +276,7 @@ def _match_reverse(
     aug_params: list[Any] = []
     theta = theta_start.clone()
     for idx, seed in zip(plan.batches, plan.aug_seeds, strict=True):
-        thetas.append(theta)
+        thetas.append(_stash(theta, host))
         with torch.no_grad():
             x_aug, params = _draw(augment, x_all[idx], seed)
         aug_params.append(params)
@@ -261,7 +292,7 @@ def _match_reverse(
     grad_a = torch.zeros((), dtype=a.dtype, device=a.device)
     for i in range(plan.steps - 1, -1, -1):
         idx = plan.batches[i]
-        th = thetas[i].clone().requires_grad_(True)
+        th = thetas[i].to(theta_start.device, non_blocking=True).clone().requires_grad_(True)
         xb = x_all[idx].clone().requires_grad_(True)
         x_aug = _replay(augment, xb, aug_params[i], plan.aug_seeds[i])
         grad = _step_gradient(model, th, x_aug, labels[idx], create_graph=True)
@@ -364,7 +395,8 @@ class TrajectoryMatching:
     CIFAR-10 one step at ``alpha = 50 alpha_0`` sent alpha to 1e-8 and the run never came back.)
 
     ``memory``: ``"unrolled"`` | ``"constant"`` (exact, activation memory of one step) |
-    ``"tesla"`` (approximate); see the module docstring. ``loss_limit``: a matching loss
+    ``"tesla"`` (approximate); see the module docstring. ``theta_store="host"`` keeps the
+    constant/tesla modes' stored student parameters in host memory on a GPU. ``loss_limit``: a matching loss
     above it (or a non-finite loss, gradient, alpha or image) stops the run with
     :class:`DistillationDiverged`.
 
@@ -385,6 +417,7 @@ class TrajectoryMatching:
     init: str = "real"
     dsa: bool = True
     memory: str = "unrolled"
+    theta_store: str = "device"
     precision: str = "float32"
     channels_last: bool = False
     eval_every: int = 100
@@ -448,10 +481,6 @@ class TrajectoryMatching:
             ),
             (self.init in INITS, f"init must be one of {', '.join(INITS)}, got {self.init!r}"),
             (
-                self.memory in MEMORY_MODES,
-                f"memory must be one of {', '.join(MEMORY_MODES)}, got {self.memory!r}",
-            ),
-            (
                 self.precision in PRECISIONS,
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
             ),
@@ -468,6 +497,7 @@ class TrajectoryMatching:
         for ok, message in checks:
             if not ok:
                 raise LeanaugError(message)
+        check_memory_options(self.memory, self.theta_store)
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -842,6 +872,7 @@ class _Run:
                     plan,
                     self.dsa,
                     est.memory,
+                    est.theta_store,
                 )
                 loss = float(res.loss)
                 grad_norm = float(res.grad_images.norm())
