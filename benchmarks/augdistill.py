@@ -215,18 +215,17 @@ def part_diagnose(args) -> None:
     import torch.nn.functional as F
 
     from leanaug.distill.augment_training import subset_indices
-    from leanaug.distill.augnet import load_phi
+    from leanaug.distill.augnet import TRANSFORM_PARAMETERS, load_phi
     from leanaug.distill.dsa import DSA
     from leanaug.distill.experts import build_network, load_experts
     from leanaug.distill.networks import FlatModel
 
     cfg, pre, ds = _data(args)
-    family = families_of(args)[0]
     experts = load_experts(args.experts)
     model = FlatModel(build_network(cfg["network"]))
     dsa = DSA(**cfg["training"]["dsa"])
     rows = []
-    for p in args.fractions:
+    for family, p in [(f, p) for f in families_of(args) for p in args.fractions]:
         path = phi_dir(args.out, family, p) / "phi.safetensors"
         if not path.is_file():
             continue
@@ -240,6 +239,7 @@ def part_diagnose(args) -> None:
         raw, img = pre.inverse_transform(x), pre.inverse_transform(z1)
         stroke, background = raw > 0.5, raw < 0.1
         row = dict(
+            family=family,
             phi_fraction=p,
             alpha=meta.get("alpha"),
             stroke_in=float(raw[stroke].mean()),
@@ -249,6 +249,16 @@ def part_diagnose(args) -> None:
             rms_change=float((z1 - x).pow(2).mean().sqrt()),
             rms_noise=float((z1 - z2).pow(2).mean().sqrt()),
         )
+        if family == "transform":  # the learned parameters: mean draw and spread from noise
+            with torch.no_grad():
+                noise = torch.randn(
+                    len(x), len(TRANSFORM_PARAMETERS), generator=torch.Generator().manual_seed(3)
+                )
+                draws = phi.parameters_of(x, noise)
+                spread = (phi.parameters_of(x, -noise) - draws).abs() / 2
+            for k, (name, _) in enumerate(TRANSFORM_PARAMETERS):
+                row[f"{name}_mean"] = float(draws[:, k].mean())
+                row[f"{name}_noise"] = float(spread[:, k].mean())
         for t in (0, 1):
             theta = experts[0].trajectory[t].clone().requires_grad_(True)
             aug_x, params = dsa(x, generator=torch.Generator().manual_seed(t))
