@@ -173,39 +173,89 @@ def _learn_phi(args, cfg: dict, path: Path, p: float) -> None:
     )
 
 
-def part_scan(args) -> None:
-    """Matching loss of the *identity* phi (real subset images) against a fixed alpha: where
-    alpha_0 should start for the config's N and batch (no learning, forward unrolls only)."""
-    from leanaug.distill.augment_training import plan_slots, subset_indices
+def _scan_setup(args):
+    """What the loss scans share: data, the expert, the student, DSA, the 10 % subset."""
+    from leanaug.distill.augment_training import subset_indices
     from leanaug.distill.dsa import DSA
     from leanaug.distill.experts import build_network, load_experts
-    from leanaug.distill.matching import expert_segment, matching_loss, unroll_student
     from leanaug.distill.networks import FlatModel
 
     cfg, pre, ds = _data(args)
-    phi_cfg = load_phi_config(args.configs[0])
-    experts = load_experts(args.experts)
     model = FlatModel(build_network(cfg["network"]))
-    dsa = DSA(**cfg["training"]["dsa"])
     idx = subset_indices(ds.train_labels, 0.1, 0)
     x, y = pre.transform(ds.train_images[idx]), torch.as_tensor(ds.train_labels[idx])
-    n, b, m = phi_cfg["syn_steps"], phi_cfg["batch"], phi_cfg["expert_epochs"]
+    return load_experts(args.experts), model, DSA(**cfg["training"]["dsa"]), x, y
+
+
+def _scan_loss(model, dsa, phi_cfg, segment, x, y, alpha: float, inputs=None) -> float:
+    """Mean matching loss over 3 fixed plans of the config's N steps x batch (no learning);
+    ``inputs(xs, ys, rep)`` maps each plan's images (default: the images themselves)."""
+    from leanaug.distill.augment_training import plan_slots
+    from leanaug.distill.matching import matching_loss, unroll_student
+
+    start, target = segment
+    losses = []
+    for rep in range(3):
+        slots = plan_slots(
+            len(x), phi_cfg["syn_steps"], phi_cfg["batch"], torch.Generator().manual_seed(rep)
+        )
+        xs, ys = x[slots.images], y[slots.images]
+        if inputs is not None:
+            xs = inputs(xs, ys, rep)
+        theta = unroll_student(model, start, xs, ys, torch.tensor(alpha), slots.plan, dsa)
+        losses.append(float(matching_loss(theta, start, target)))
+    return float(np.mean(losses))
+
+
+def part_scan(args) -> None:
+    """Matching loss of the *identity* phi (real subset images) against a fixed alpha: where
+    alpha_0 should start for the config's N and batch (no learning, forward unrolls only)."""
+    from leanaug.distill.matching import expert_segment
+
+    experts, model, dsa, x, y = _scan_setup(args)
+    phi_cfg = load_phi_config(args.configs[0])
     rows = []
     for t in range(phi_cfg["max_start_epoch"]):
-        start, target = expert_segment(experts[0].trajectory, t, m)
+        segment = expert_segment(experts[0].trajectory, t, phi_cfg["expert_epochs"])
         for alpha in (0.01, 0.02, 0.04, 0.06, 0.1, 0.15, 0.2, 0.3):
-            losses = []
-            for rep in range(3):
-                slots = plan_slots(len(idx), n, b, torch.Generator().manual_seed(rep))
-                xs, ys = x[slots.images], y[slots.images]
-                theta = unroll_student(model, start, xs, ys, torch.tensor(alpha), slots.plan, dsa)
-                losses.append(float(matching_loss(theta, start, target)))
-            rows.append(dict(start_epoch=t, alpha=alpha, loss=float(np.mean(losses))))
-            print(
-                f"start epoch {t} alpha {alpha:g}: identity matching loss {np.mean(losses):.4f}",
-                flush=True,
-            )
+            loss = _scan_loss(model, dsa, phi_cfg, segment, x, y, alpha)
+            rows.append(dict(start_epoch=t, alpha=alpha, loss=loss))
+            print(f"start epoch {t} alpha {alpha:g}: identity matching loss {loss:.4f}", flush=True)
     pd.DataFrame(rows).to_csv(args.out / "alpha_scan.csv", index=False)
+
+
+def part_noisescan(args) -> None:
+    """Does the matching objective reward *random* augmentation? The matching loss (no
+    learning) of a student trained on phi(x) for a random ``transform`` phi: the identity
+    start with its noise scale gamma set to g for every parameter, so that each draw is
+    range * tanh(g * noise) (rotation +-30 deg, translation +-10 %, scale exp(+-0.3),
+    brightness and contrast), then DSA; the same plans and noise for every g, at the best
+    of a few fixed alphas."""
+    from leanaug.distill.augnet import build_phi
+    from leanaug.distill.matching import expert_segment
+
+    experts, model, dsa, x, y = _scan_setup(args)
+    phi_cfg = load_phi_config(args.configs[0])
+    phi = build_phi("transform", x.shape[1], tuple(x.shape[-2:]), 10)
+
+    def inputs(xs, ys, rep):
+        with torch.no_grad():
+            return phi.augment(xs, ys, generator=torch.Generator().manual_seed(100 + rep))
+
+    rows = []
+    for g in (0.0, 0.25, 0.5, 1.0, 2.0):
+        with torch.no_grad():
+            phi.gamma.fill_(g)
+        for t in range(phi_cfg["max_start_epoch"]):
+            segment = expert_segment(experts[0].trajectory, t, phi_cfg["expert_epochs"])
+            for alpha in (0.03, 0.05, 0.08):
+                loss = _scan_loss(model, dsa, phi_cfg, segment, x, y, alpha, inputs)
+                rows.append(dict(gamma=g, start_epoch=t, alpha=alpha, loss=loss))
+                print(f"gamma {g:g} start epoch {t} alpha {alpha:g}: loss {loss:.4f}", flush=True)
+    frame = pd.DataFrame(rows)
+    frame.to_csv(args.out / "noise_scan.csv", index=False)
+    best = frame.loc[frame.groupby(["gamma", "start_epoch"])["loss"].idxmin()]
+    print(best.to_string(index=False))
 
 
 def part_diagnose(args) -> None:
@@ -507,7 +557,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument(
-        "--part", choices=["scan", "diagnose", "phi", "eval", "report", "all"], default="all"
+        "--part",
+        choices=["scan", "noisescan", "diagnose", "phi", "eval", "report", "all"],
+        default="all",
     )
     ap.add_argument("--preset", choices=sorted(PRESETS), default="mnist-cpu")
     ap.add_argument("--experts", type=Path)
@@ -558,6 +610,8 @@ def main() -> None:
     tic = time.perf_counter()
     if args.part == "scan":
         part_scan(args)
+    if args.part == "noisescan":
+        part_noisescan(args)
     if args.part == "diagnose":
         part_diagnose(args)
     if args.part in ("phi", "all"):
