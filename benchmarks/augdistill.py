@@ -243,18 +243,30 @@ def part_noisescan(args) -> None:
             return phi.augment(xs, ys, generator=torch.Generator().manual_seed(100 + rep))
 
     rows = []
-    for g in (0.0, 0.25, 0.5, 1.0, 2.0):
+    # the last setting: no phi noise and no DSA either (the experts were trained with DSA)
+    for g, with_dsa in [
+        (0.0, True),
+        (0.25, True),
+        (0.5, True),
+        (1.0, True),
+        (2.0, True),
+        (0.0, False),
+    ]:
         with torch.no_grad():
             phi.gamma.fill_(g)
         for t in range(phi_cfg["max_start_epoch"]):
             segment = expert_segment(experts[0].trajectory, t, phi_cfg["expert_epochs"])
-            for alpha in (0.03, 0.05, 0.08):
-                loss = _scan_loss(model, dsa, phi_cfg, segment, x, y, alpha, inputs)
-                rows.append(dict(gamma=g, start_epoch=t, alpha=alpha, loss=loss))
-                print(f"gamma {g:g} start epoch {t} alpha {alpha:g}: loss {loss:.4f}", flush=True)
+            for alpha in (0.03, 0.05, 0.08, 0.12):
+                aug = dsa if with_dsa else None
+                loss = _scan_loss(model, aug, phi_cfg, segment, x, y, alpha, inputs)
+                rows.append(dict(gamma=g, dsa=with_dsa, start_epoch=t, alpha=alpha, loss=loss))
+                print(
+                    f"gamma {g:g} dsa {with_dsa} start epoch {t} alpha {alpha:g}: loss {loss:.4f}",
+                    flush=True,
+                )
     frame = pd.DataFrame(rows)
     frame.to_csv(args.out / "noise_scan.csv", index=False)
-    best = frame.loc[frame.groupby(["gamma", "start_epoch"])["loss"].idxmin()]
+    best = frame.loc[frame.groupby(["gamma", "dsa", "start_epoch"])["loss"].idxmin()]
     print(best.to_string(index=False))
 
 
