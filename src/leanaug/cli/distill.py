@@ -83,7 +83,17 @@ def _required(values: dict[str, Any], *names: str) -> None:
             raise LeanaugError(f"missing {flag} (give it on the command line or in --config)")
 
 
+# shared by `distill images` and `distill augment`
+THETA_STORE_OPTION = typer.Option(
+    "device",
+    help="Where 'constant'/'tesla' keep the N stored student parameter vectors: 'device' "
+    "or 'host' (pinned host memory on a GPU: device memory flat in N; no-op on a CPU).",
+)
+
+
 # --------------------------------------------------------------------------- experts
+
+
 @app.command("experts")
 def experts_command(
     ctx: typer.Context,
@@ -197,11 +207,7 @@ def images_command(
         help="Gradient: 'unrolled' (autograd, memory ~ N), 'constant' (exact, activation memory "
         "of one step) or 'tesla' (TESLA's approximation).",
     ),
-    theta_store: str = typer.Option(
-        "device",
-        help="Where 'constant'/'tesla' keep the N stored student parameter vectors: 'device' "
-        "or 'host' (pinned host memory on a GPU: device memory flat in N; no-op on a CPU).",
-    ),
+    theta_store: str = THETA_STORE_OPTION,
     precision: str = typer.Option(
         "float32", help="Student forward pass: 'float32' or 'bfloat16' (autocast; GPU fast path)."
     ),
@@ -294,11 +300,7 @@ def augment_command(
     clip_grad: float = typer.Option(0.0, help="Clip phi's gradient norm (0: off)."),
     dsa: bool = typer.Option(True, "--dsa/--no-dsa", help="DSA after phi in the student steps."),
     memory: str = typer.Option("unrolled", help="'unrolled' or 'constant' (exact, less memory)."),
-    theta_store: str = typer.Option(
-        "device",
-        help="Where 'constant'/'tesla' keep the N stored student parameter vectors: 'device' "
-        "or 'host' (pinned host memory on a GPU: device memory flat in N; no-op on a CPU).",
-    ),
+    theta_store: str = THETA_STORE_OPTION,
     checkpoint_every: int = typer.Option(10, help="Checkpoint every this many iterations."),
     picture_every: int = typer.Option(100, help="Picture of x and phi(x) draws (0: never)."),
     loss_limit: float = typer.Option(1e3, help="Stop when the matching loss exceeds this."),
