@@ -397,9 +397,8 @@ class TrajectoryMatching:
     ``memory``: ``"unrolled"`` | ``"constant"`` (exact, activation memory of one step) |
     ``"tesla"`` (approximate); see the module docstring. ``theta_store="host"`` keeps the
     constant/tesla modes' stored student parameters in host memory on a GPU.
-    ``loss_limit``: a matching loss
-    above it (or a non-finite loss, gradient, alpha or image) stops the run with
-    :class:`DistillationDiverged`.
+    ``loss_limit``: a matching loss above it (or a non-finite loss, gradient, alpha or
+    image) stops the run with :class:`DistillationDiverged`.
 
     ``precision`` (``"float32"`` | ``"bfloat16"``: autocast of the student's forward pass)
     and ``channels_last`` are GPU fast paths (see ``docs/performance.md`` for what they
