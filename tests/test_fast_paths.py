@@ -67,3 +67,33 @@ def test_unknown_precision_lists_the_valid_ones():
         FlatModel(module, precision="float16")
     with pytest.raises(LeanaugError, match="precision must be one of"):
         TrajectoryMatching(precision="fp8")._validate()
+
+
+def _checkless_loss(theta_n, theta_start, theta_target):
+    # matching_loss without its once-per-iteration finiteness check (a host read by design)
+    return (theta_n - theta_target).pow(2).sum() / (theta_start - theta_target).pow(2).sum()
+
+
+@pytest.mark.parametrize("memory", ["unrolled", "constant", "tesla"])
+def test_inner_loop_reads_nothing_back_from_the_device(memory, monkeypatch):
+    """On the meta device every ``.item()``, ``int()`` or ``bool()`` of a tensor raises, so
+    running the N student steps (and the reverse pass) there proves that the inner loop
+    never waits on the device: no GPU synchronisation per step. Every DSA op group is on
+    (``mode="all"``): crop and cutout used to read their draws back."""
+    monkeypatch.setattr("leanaug.distill.matching.matching_loss", _checkless_loss)
+    model, start, target, images, labels = _problem()
+    meta = torch.device("meta")
+    plan = plan_student(images.shape[0], 3, 4, torch.Generator().manual_seed(1))
+    result = match_gradients(
+        model,
+        start.to(meta),
+        target.to(meta),
+        images.to(meta),
+        labels.to(meta),
+        torch.tensor(0.05, device=meta),
+        plan,
+        DSA(mode="all"),
+        memory,
+    )
+    assert result.grad_images.shape == images.shape
+    assert result.grad_images.device == meta

@@ -292,23 +292,24 @@ def _apply_color(x: Tensor, v: dict[str, Tensor]) -> Tensor:
 
 def _apply_crop(x: Tensor, v: dict[str, Tensor]) -> Tensor:
     """``out[n, :, i, j] = x[n, :, i - dy, j - dx]`` (content moves by +dy, +dx), zeros outside."""
+    # Clamped indices and a mask rather than padding by the largest draw: the shapes do not
+    # depend on the draws, so nothing is read back to the host (no GPU sync per step).
     n, _, h, w = x.shape
-    dy = v["crop.dy"].expand(n)
-    dx = v["crop.dx"].expand(n)
-    pad_y, pad_x = int(dy.abs().max().item()), int(dx.abs().max().item())
-    padded = F.pad(x, (pad_x, pad_x, pad_y, pad_y))
-    rows = torch.arange(h, device=x.device).view(1, h, 1) - dy.view(n, 1, 1) + pad_y
-    cols = torch.arange(w, device=x.device).view(1, 1, w) - dx.view(n, 1, 1) + pad_x
+    rows = torch.arange(h, device=x.device).view(1, h, 1) - v["crop.dy"].expand(n).view(n, 1, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w) - v["crop.dx"].expand(n).view(n, 1, 1)
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
     batch = torch.arange(n, device=x.device).view(n, 1, 1)
     # advanced indexing moves the indexed dims first: (n, h, w, C) -> (n, C, h, w)
-    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+    moved = x.permute(0, 2, 3, 1)[batch, rows.clamp(0, h - 1), cols.clamp(0, w - 1)]
+    return moved.permute(0, 3, 1, 2) * inside.unsqueeze(1).to(x.dtype)
 
 
 def _apply_cutout(x: Tensor, v: dict[str, Tensor]) -> Tensor:
     n, _, h, w = x.shape
-    size_y, size_x = int(v["cutout.size_y"]), int(v["cutout.size_x"])
-    top = (v["cutout.cy"] - size_y // 2).expand(n).view(n, 1, 1)
-    left = (v["cutout.cx"] - size_x // 2).expand(n).view(n, 1, 1)
+    # tensor arithmetic throughout (no int() of the stored sizes): no host read-back
+    size_y, size_x = v["cutout.size_y"].view(1, 1, 1), v["cutout.size_x"].view(1, 1, 1)
+    top = v["cutout.cy"].expand(n).view(n, 1, 1) - torch.div(size_y, 2, rounding_mode="floor")
+    left = v["cutout.cx"].expand(n).view(n, 1, 1) - torch.div(size_x, 2, rounding_mode="floor")
     ys = torch.arange(h, device=x.device).view(1, h, 1)
     xs = torch.arange(w, device=x.device).view(1, 1, w)
     hole = (ys >= top) & (ys < top + size_y) & (xs >= left) & (xs < left + size_x)

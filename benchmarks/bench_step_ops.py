@@ -1,0 +1,153 @@
+"""How many operations one matching iteration dispatches, and what each costs (issue #8).
+
+The H200 ran the issue's GPU setting (CIFAR-10 ConvNet width 128, IPC 10, all 100 images
+in every student step, DSA) at 2.3 iterations per second for N=30, far below what the
+arithmetic needs on that chip (``docs/performance.md``). This benchmark tests the
+explanation "the step is bound by dispatching operations, not by computing them" with
+figures that do not need a GPU:
+
+1. **Operations per iteration**, counted with a ``TorchDispatchMode`` while
+   :func:`leanaug.distill.matching.match_gradients` runs the issue's GPU setting's
+   network (ConvNet depth 3, instance norm, DSA, every image in every step) on the CPU.
+   The sequence of operations does not depend on the width, the image size or the
+   number of images, so tiny tensors (width 2, 10 images of 8x8) give the count of the
+   width-128, 100-image setting (``--width 128 --size 32 --images 100`` checks it, at a
+   cost). "kernels" are the operations that compute (each is at least one kernel launch
+   on a GPU); "views" only change metadata (``view``, ``detach``, ``expand``...), which
+   costs host time but launches nothing. The per-student-step figure is the difference
+   between N=30 and N=10, divided by 20.
+2. **Host time per operation** on this machine: the same tiny iteration timed without
+   the counter, where the arithmetic is negligible, divided by its operation count: a
+   floor for what eager PyTorch spends per operation here.
+3. **The budget**: 10 iterations per second at N=30 leaves 100 ms per iteration, i.e.
+   ``100 ms / operations`` per operation; and the H200's measured time per iteration
+   divided by the same count (``--gpu-ms``, default: the documented 428 ms, unrolled,
+   float32, N=30).
+
+    python benchmarks/bench_step_ops.py
+    python benchmarks/bench_step_ops.py --modes unrolled constant --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import platform
+import statistics
+import time
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from leanaug.distill.dsa import DSA
+from leanaug.distill.matching import match_gradients, plan_student
+from leanaug.distill.networks import ConvNet, FlatModel
+
+# metadata-only operations that have no in-place ``is_view`` flag
+_METADATA_INPLACE = {"unsqueeze_", "squeeze_", "t_", "transpose_", "as_strided_", "detach_"}
+
+
+class CountOps(TorchDispatchMode):
+    """Counts every operation that reaches a kernel (below autograd), by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernels: collections.Counter[str] = collections.Counter()
+        self.views: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        name = func.overloadpacket.__name__
+        metadata = getattr(func, "is_view", False) or name in _METADATA_INPLACE
+        (self.views if metadata else self.kernels)[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _problem(width: int, size: int, n_images: int):
+    torch.manual_seed(0)
+    model = FlatModel(ConvNet(3, 10, (size, size), width=width, depth=3))
+    start = model.flat_parameters()
+    target = start + 0.01 * torch.randn_like(start)
+    images = torch.randn(n_images, 3, size, size)
+    labels = torch.arange(10).repeat_interleave(n_images // 10)
+    return model, (start, target, images, labels)
+
+
+def _run(model, tensors, steps: int, memory: str, seed: int) -> None:  # noqa: ANN001
+    start, target, images, labels = tensors
+    plan = plan_student(images.shape[0], steps, None, torch.Generator().manual_seed(seed))
+    match_gradients(model, start, target, images, labels, torch.tensor(0.01), plan, DSA(), memory)
+
+
+def count(problem, memory: str, steps: int, seeds: int) -> tuple[float, float, CountOps]:  # noqa: ANN001
+    """Mean kernel and view operations per iteration over ``seeds`` plans (DSA picks one
+    op group per step at random, so counts vary a little from plan to plan)."""
+    kernels, views, last = [], [], CountOps()
+    for seed in range(seeds):
+        with CountOps() as ops:
+            _run(*problem, steps, memory, seed)
+        kernels.append(sum(ops.kernels.values()))
+        views.append(sum(ops.views.values()))
+        last = ops
+    return statistics.mean(kernels), statistics.mean(views), last
+
+
+def seconds_per_iteration(problem, memory: str, steps: int, repeats: int) -> float:  # noqa: ANN001
+    _run(*problem, steps, memory, 0)  # warm-up
+    times = []
+    for r in range(repeats):
+        tic = time.perf_counter()
+        _run(*problem, steps, memory, r)
+        times.append(time.perf_counter() - tic)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--modes", nargs="+", default=["unrolled", "constant", "tesla"])
+    ap.add_argument("--seeds", type=int, default=5, help="plans averaged per operation count")
+    ap.add_argument("--repeats", type=int, default=5, help="timed CPU iterations (median)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--gpu-ms", type=float, default=428.0, help="measured H200 ms/iteration")
+    ap.add_argument("--top", type=int, default=12, help="most frequent operations to list")
+    ap.add_argument("--width", type=int, default=2, help="network width for the count")
+    ap.add_argument("--size", type=int, default=8, help="image side for the count")
+    ap.add_argument("--images", type=int, default=10, help="images (a multiple of 10)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    counted = _problem(args.width, args.size, args.images)
+    tiny = _problem(2, 8, 10)
+    print(
+        f"machine: {platform.machine()} {platform.processor() or 'cpu'}, torch {torch.__version__}"
+    )
+    print(
+        f"counted at width {args.width}, {args.images} images of {args.size}x{args.size}; "
+        "ConvNet depth 3, instance norm, 10 classes, DSA, every image in every step"
+    )
+    print(
+        "| mode | kernel ops / iteration, N=30 | views / iteration, N=30 "
+        "| kernel ops / student step | views / student step "
+        "| host us per op (CPU, tiny tensors) | us per op allowed for 10 it/s "
+        "| H200 us per op (measured ms / ops) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    tops = {}
+    for memory in args.modes:
+        k30, v30, ops30 = count(counted, memory, 30, args.seeds)
+        k10, v10, _ = count(counted, memory, 10, args.seeds)
+        per_step_k, per_step_v = (k30 - k10) / 20, (v30 - v10) / 20
+        host_s = seconds_per_iteration(tiny, memory, 30, args.repeats)
+        host_us = 1e6 * host_s / (k30 + v30)
+        budget_us = 1e5 / (k30 + v30)
+        gpu = f"{1e3 * args.gpu_ms / (k30 + v30):.1f}" if memory == "unrolled" else "-"
+        print(
+            f"| {memory} | {k30:.0f} | {v30:.0f} | {per_step_k:.0f} | {per_step_v:.0f} "
+            f"| {host_us:.1f} ({1e3 * host_s:.0f} ms/iteration) | {budget_us:.1f} | {gpu} |"
+        )
+        tops[memory] = ops30
+    for memory, ops in tops.items():
+        common = ", ".join(f"{n} {c}" for n, c in ops.kernels.most_common(args.top))
+        print(f"{memory}: most frequent kernel ops in one N=30 iteration: {common}")
+
+
+if __name__ == "__main__":
+    main()
