@@ -7,7 +7,9 @@ with one BLAS thread (as the runner fits), best of ``--repeats``:
 * ``score``: fitting the clean logistic regression (the no-augmentation model the scores
   need) plus the ``influence`` score of every training point, i.e. everything subsampling
   adds on top of the featurizer;
-* ``influence only``: the score alone, the model given;
+* ``influence only``: the score alone, the model given (the registered score: its
+  triangular solve in float32, checked against float64 on a sample of points); and the
+  same with ``solve_precision="float64"`` throughout, for comparison;
 * ``full fit``: one fit on every training point plus all its deterministic copies (the
   full-augmentation model subsampling tries to avoid).
 
@@ -55,6 +57,8 @@ def measure(folder: Path, repeats: int) -> dict[str, float | str | int]:
 
     t_score, clf = best_of(repeats, score_all)
     t_infl, _ = best_of(repeats, lambda: influence.score(clf, fs.train, fs.train_labels, rng=rng))
+    double = SCORES.get("influence")(solve_precision="float64")
+    t_infl64, _ = best_of(repeats, lambda: double.score(clf, fs.train, fs.train_labels, rng=rng))
     problem = _problem(fs, np.zeros(fs.train.shape[0]), C)
     t_full, (_, rows) = best_of(
         repeats, lambda: _fit_selection(problem, Selection(np.arange(problem.n)), C)
@@ -66,6 +70,7 @@ def measure(folder: Path, repeats: int) -> dict[str, float | str | int]:
         "full rows": rows,
         "score s": t_score,
         "influence s": t_infl,
+        "influence64 s": t_infl64,
         "full fit s": t_full,
         "ratio": t_score / t_full,
     }
@@ -79,9 +84,10 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}; 1 BLAS thread")
     print(
         "| setting | n x d | full-augmentation rows | clean fit + influence (s) | "
-        "influence alone (s) | full-augmentation fit (s) | scoring / full fit |"
+        "influence alone (s) | influence alone, float64 solve (s) | full-augmentation fit (s) "
+        "| scoring / full fit |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     with threadpool_limits(limits=1):
         for folder in args.folders:
             if not (folder / "features.npz").is_file():
@@ -90,7 +96,8 @@ def main() -> None:
             r = measure(folder, args.repeats)
             print(
                 f"| {r['setting']} | {r['n']} x {r['d']} | {r['full rows']} | {r['score s']:.3f} | "
-                f"{r['influence s']:.3f} | {r['full fit s']:.2f} | {100 * r['ratio']:.1f} % |",
+                f"{r['influence s']:.3f} | {r['influence64 s']:.3f} | {r['full fit s']:.2f} | "
+                f"{100 * r['ratio']:.1f} % |",
                 flush=True,
             )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.linalg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import logsumexp
@@ -24,6 +25,7 @@ from leanaug.scores import (
     score_function,
     self_influence,
 )
+from leanaug.scores.influence import LogisticCurvature
 
 
 def make_data(n=200, d=3, k=2, seed=0, labels=None):
@@ -155,6 +157,46 @@ def test_cholesky_equals_dense_solve(k):
     np.testing.assert_allclose(self_influence(clf, X, y, w), ref, rtol=1e-8, atol=1e-14)
     delta = influence_parameter_changes(clf, X, y, w)
     np.testing.assert_allclose(delta, ref_delta, rtol=1e-7, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_float32_solve_matches_float64(k):
+    X, y = make_data(n=500, d=30, k=k, seed=80 + k)
+    w = np.random.default_rng(4).uniform(0.5, 1.5, size=len(y))
+    clf = fit(X, y, w)
+    exact = self_influence(clf, X, y, w)
+    fast = self_influence(clf, X, y, w, solve_precision="float32")
+    assert fast.dtype == np.float64
+    assert not np.array_equal(fast, exact)  # it really ran in single precision
+    np.testing.assert_allclose(fast, exact, rtol=1e-5)
+    # the registered score uses the checked float32 solve by default
+    np.testing.assert_allclose(SCORES.get("influence")().score(clf, X, y, w), exact, rtol=1e-5)
+
+
+def test_float32_solve_is_redone_in_float64_when_off():
+    # cond(H) = 1e12 and every gradient along the stiffest direction: the float32 solve
+    # is off by ~1e-3, which the check on sampled points must catch
+    rng = np.random.default_rng(0)
+    P = 60
+    Q, _ = np.linalg.qr(rng.normal(size=(P, P)))
+    H = (Q * np.logspace(0, 12, P)) @ Q.T
+    grads = rng.normal(size=(300, 1)) * Q[:, -1][None, :]
+    cur = LogisticCurvature(grads, scipy.linalg.cho_factor(H, lower=True), 2, P, pinned=False)
+    exact = self_influence(None, None, None, curvature=cur)
+    np.testing.assert_allclose(
+        exact, np.einsum("ij,ji->i", grads, np.linalg.solve(H, grads.T)), rtol=1e-6
+    )
+    with pytest.warns(UserWarning, match="solving in float64"):
+        checked = self_influence(None, None, None, curvature=cur, solve_precision="float32")
+    np.testing.assert_array_equal(checked, exact)
+
+
+def test_unknown_solve_precision_lists_the_valid_ones():
+    X, y = make_data(n=40, d=2, seed=90)
+    with pytest.raises(LeanaugError, match="float64, float32"):
+        self_influence(fit(X, y), X, y, solve_precision="float16")
+    with pytest.raises(LeanaugError, match="float64, float32"):
+        SCORES.get("influence")(solve_precision="half")
 
 
 def _point_grad(theta, x, yi, k):

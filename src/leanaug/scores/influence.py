@@ -47,13 +47,16 @@ matching :class:`~leanaug.classifier.LogisticClassifier`, which centres its inte
 
 Linear algebra: H is factorised once with Cholesky (``scipy.linalg.cho_factor``, lower);
 ``g^T H^{-1} g = ||L^{-1} g||^2`` needs one triangular solve per point (vectorised over
-points, in chunks), and parameter changes use ``cho_solve``. No explicit inverse.
+points, in chunks), and parameter changes use ``cho_solve``. No explicit inverse. The
+``influence`` score runs that triangular solve in float32, checked (see
+:func:`self_influence`); :func:`self_influence` itself defaults to float64.
 Cost, binary: ``O(n d^2 + d^3)``, e.g. n = 10,000, d = 512 well under 2 s on 2 cores
 (``benchmarks/bench_influence.py``); softmax: ``O(K^2 n d^2 + (K d)^3 + n (K d)^2)``.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +77,9 @@ __all__ = [
 ]
 
 _CHUNK = 2048  # points per triangular solve (bounds memory for big softmax problems)
+SOLVE_PRECISIONS = ("float64", "float32")
+CHECK_POINTS = 32  # points re-solved in float64 to check a float32 solve
+CHECK_RTOL = 1e-4  # largest relative error a float32 solve may show on them
 
 
 def _design(X: np.ndarray, fit_intercept: bool) -> np.ndarray:
@@ -175,26 +181,62 @@ def logistic_curvature(
     return LogisticCurvature(np.ascontiguousarray(grads), _cholesky(H), K, q, pinned)
 
 
+def _solve_norms(chol: tuple[np.ndarray, bool], grads: np.ndarray, dtype: type) -> np.ndarray:
+    """``||L^{-1} g_i||^2`` for the rows ``g_i`` of ``grads``, the solve in ``dtype``."""
+    c, lower = chol
+    c = c.astype(dtype, copy=False)
+    out = np.empty(grads.shape[0])
+    for start in range(0, out.size, _CHUNK):
+        G = grads[start : start + _CHUNK].T.astype(dtype)  # P x m
+        # g^T H^-1 g = ||L^-1 g||^2 with H = L L^T: one triangular solve instead of two.
+        # solve_triangular reads only the lower triangle of cho_factor's output.
+        V = scipy.linalg.solve_triangular(
+            c, G, lower=lower, trans=0 if lower else 1, check_finite=False
+        ).astype(np.float64, copy=False)
+        out[start : start + _CHUNK] = np.einsum("ij,ij->j", V, V)
+    return out
+
+
 def self_influence(
     clf: LogisticClassifier,
     X: np.ndarray,
     y: np.ndarray,
     sample_weight: np.ndarray | None = None,
     curvature: LogisticCurvature | None = None,
+    solve_precision: str = "float64",
 ) -> np.ndarray:
-    """``g_i^T H^{-1} g_i`` for every training point, (n,) >= 0 (see module doc)."""
-    cur = curvature if curvature is not None else logistic_curvature(clf, X, y, sample_weight)
-    c, lower = cur.chol
-    out = np.empty(cur.grads.shape[0])
-    for start in range(0, out.size, _CHUNK):
-        G = cur.grads[start : start + _CHUNK].T  # P x m
-        # g^T H^-1 g = ||L^-1 g||^2 with H = L L^T: one triangular solve instead of two.
-        # solve_triangular reads only the lower triangle of cho_factor's output.
-        V = scipy.linalg.solve_triangular(
-            c, G, lower=lower, trans=0 if lower else 1, check_finite=False
+    """``g_i^T H^{-1} g_i`` for every training point, (n,) >= 0 (see module doc).
+
+    ``solve_precision="float32"`` runs the triangular solve, the largest cost (``n P^2``),
+    in single precision; the Hessian and its Cholesky factor stay in double, where the
+    conditioning bites (the solve's error grows with ``cond(L) = sqrt(cond(H))`` only).
+    It is about 2.5x faster on one core (1000 x 513: 16 -> 6 ms). The result is then
+    checked: the smallest and largest scores and an evenly spaced sample of
+    :data:`CHECK_POINTS` points are recomputed in double, and if any differs by more than
+    :data:`CHECK_RTOL` (relative) the whole solve is redone in double, with a warning.
+    """
+    if solve_precision not in SOLVE_PRECISIONS:
+        raise LeanaugError(
+            f"solve_precision must be one of {', '.join(SOLVE_PRECISIONS)}, got {solve_precision!r}"
         )
-        out[start : start + _CHUNK] = np.einsum("ij,ij->j", V, V)
-    return out
+    cur = curvature if curvature is not None else logistic_curvature(clf, X, y, sample_weight)
+    if solve_precision == "float64":
+        return _solve_norms(cur.chol, cur.grads, np.float64)
+    fast = _solve_norms(cur.chol, cur.grads, np.float32)
+    n = fast.size
+    check = np.unique(
+        np.r_[np.argmin(fast), np.argmax(fast), np.linspace(0, n - 1, min(n, CHECK_POINTS))]
+    ).astype(np.intp)
+    exact = _solve_norms(cur.chol, cur.grads[check], np.float64)
+    if np.allclose(fast[check], exact, rtol=CHECK_RTOL, atol=1e-12 * exact.max()):
+        return fast
+    worst = float(np.max(np.abs(fast[check] - exact) / np.maximum(np.abs(exact), 1e-300)))
+    warnings.warn(
+        f"influence: the float32 solve is off by up to {worst:.1e} (relative) on checked "
+        f"points, above {CHECK_RTOL:g} (an ill-conditioned Hessian); solving in float64",
+        stacklevel=2,
+    )
+    return _solve_norms(cur.chol, cur.grads, np.float64)
 
 
 def influence_parameter_changes(
@@ -228,9 +270,21 @@ class InfluenceScore(Score):
 
     Pass the same ``sample_weight`` the classifier was fitted with: the score is the
     first-order increase in point i's weighted, C-scaled loss when it is left out.
+    ``solve_precision`` is :func:`self_influence`'s: ``"float32"`` (the default, checked
+    against double on a sample of points, redone in double if it is off) or ``"float64"``.
     """
 
     name = "influence"
 
+    def __init__(self, solve_precision: str = "float32") -> None:
+        if solve_precision not in SOLVE_PRECISIONS:
+            raise LeanaugError(
+                f"solve_precision must be one of {', '.join(SOLVE_PRECISIONS)}, "
+                f"got {solve_precision!r}"
+            )
+        self.solve_precision = solve_precision
+
     def _score(self, clf: LogisticClassifier, X, y, sample_weight, rng) -> np.ndarray:  # noqa: ANN001
-        return np.abs(self_influence(clf, X, y, sample_weight))
+        return np.abs(
+            self_influence(clf, X, y, sample_weight, solve_precision=self.solve_precision)
+        )
