@@ -2,7 +2,8 @@
 
 For each finished subsampling run folder (``leanaug subsample run --out DIR``; the paper
 settings in ``configs/paper/``), reads the cached features ``DIR/features.npz`` and times,
-with one BLAS thread (as the runner fits), best of ``--repeats``:
+with one BLAS thread (as the runner fits), in ``--repeats`` rounds that each time every
+quantity once (after a warm-up round), reporting medians:
 
 * ``score``: fitting the clean logistic regression (the no-augmentation model the scores
   need) plus the ``influence`` score of every training point, i.e. everything subsampling
@@ -13,7 +14,8 @@ with one BLAS thread (as the runner fits), best of ``--repeats``:
 * ``full fit``: one fit on every training point plus all its deterministic copies (the
   full-augmentation model subsampling tries to avoid).
 
-Prints one row per folder and the ratio score / full fit (target: under 5 %).
+Prints one row per folder and the ratio score / full fit (target: under 5 %): the median
+of the per-round ratios and their range.
 
     python benchmarks/bench_scoring_cost.py runs/paper/mnist_3v8_* runs/paper/cifar10_0v1_*
 """
@@ -35,59 +37,69 @@ from leanaug.policies import Selection
 from leanaug.scores import SCORES
 
 
-def best_of(repeats: int, fn) -> tuple[float, object]:
-    best, value = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        value = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, value
+def timed(fn, *args) -> tuple[float, object]:  # noqa: ANN001
+    t0 = time.perf_counter()
+    value = fn(*args)
+    return time.perf_counter() - t0, value
 
 
 def measure(folder: Path, repeats: int) -> dict[str, float | str | int]:
     C = float(load_config_file(folder / "config.yaml").get("C", 1.0))
     _, fs = read_features(folder / "features.npz")
     influence = SCORES.get("influence")()
-    rng = np.random.default_rng(0)
+    double = SCORES.get("influence")(solve_precision="float64")
+    problem = _problem(fs, np.zeros(fs.train.shape[0]), C)
 
     def score_all() -> LogisticClassifier:
         clf = LogisticClassifier(C=C).fit(fs.train, fs.train_labels)
-        influence.score(clf, fs.train, fs.train_labels, rng=rng)
+        influence.score(clf, fs.train, fs.train_labels)
         return clf
 
-    t_score, clf = best_of(repeats, score_all)
-    t_infl, _ = best_of(repeats, lambda: influence.score(clf, fs.train, fs.train_labels, rng=rng))
-    double = SCORES.get("influence")(solve_precision="float64")
-    t_infl64, _ = best_of(repeats, lambda: double.score(clf, fs.train, fs.train_labels, rng=rng))
-    problem = _problem(fs, np.zeros(fs.train.shape[0]), C)
-    t_full, (_, rows) = best_of(
-        repeats, lambda: _fit_selection(problem, Selection(np.arange(problem.n)), C)
-    )
+    # Rounds, each timing everything once, side by side: the box's speed drifts by tens of
+    # percent over a minute, which best-of-N per quantity would turn into ratio noise.
+    rounds: list[dict[str, float]] = []
+    rows = 0
+    for _ in range(repeats + 1):  # the first round warms up and is dropped
+        t_score, clf = timed(score_all)
+        t_infl, _ = timed(influence.score, clf, fs.train, fs.train_labels)
+        t_infl64, _ = timed(double.score, clf, fs.train, fs.train_labels)
+        t_full, (_, rows) = timed(
+            lambda: _fit_selection(problem, Selection(np.arange(problem.n)), C)
+        )
+        rounds.append(dict(score=t_score, infl=t_infl, infl64=t_infl64, full=t_full))
+    rounds = rounds[1:]
+    ratios = [r["score"] / r["full"] for r in rounds]
+
+    def median(key: str) -> float:
+        return float(np.median([r[key] for r in rounds]))
+
     return {
         "setting": folder.name,
         "n": fs.train.shape[0],
         "d": fs.train.shape[1],
         "full rows": rows,
-        "score s": t_score,
-        "influence s": t_infl,
-        "influence64 s": t_infl64,
-        "full fit s": t_full,
-        "ratio": t_score / t_full,
+        "score s": median("score"),
+        "influence s": median("infl"),
+        "influence64 s": median("infl64"),
+        "full fit s": median("full"),
+        "ratio": float(np.median(ratios)),
+        "ratio min": min(ratios),
+        "ratio max": max(ratios),
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("folders", type=Path, nargs="+")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=7, help="timed rounds")
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}; 1 BLAS thread")
     print(
         "| setting | n x d | full-augmentation rows | clean fit + influence (s) | "
         "influence alone (s) | influence alone, float64 solve (s) | full-augmentation fit (s) "
-        "| scoring / full fit |"
+        "| scoring / full fit (median) | range over rounds |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     with threadpool_limits(limits=1):
         for folder in args.folders:
             if not (folder / "features.npz").is_file():
@@ -97,7 +109,7 @@ def main() -> None:
             print(
                 f"| {r['setting']} | {r['n']} x {r['d']} | {r['full rows']} | {r['score s']:.3f} | "
                 f"{r['influence s']:.3f} | {r['influence64 s']:.3f} | {r['full fit s']:.2f} | "
-                f"{100 * r['ratio']:.1f} % |",
+                f"{100 * r['ratio']:.1f} % | {100 * r['ratio min']:.1f}-{100 * r['ratio max']:.1f} % |",
                 flush=True,
             )
 
