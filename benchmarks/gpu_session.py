@@ -5,6 +5,8 @@ far below the reference's CIFAR-10 recipe (50 expert epochs x 20-100 experts, 50
 distillation iterations: GPU-hours). This script spends a fixed wall-clock budget
 (``--budget`` seconds) on, in order:
 
+0. ``graphs``: eager vs CUDA-graphed unrolled iterations at N = 10 and 30
+   (``benchmarks/bench_cuda_graph.py``; a failure is recorded and the session goes on).
 1. ``perf``: the matching iteration of ``benchmarks/bench_matching_memory.py`` on the GPU
    setting of issue #8 (CIFAR-10 ConvNet width 128, IPC 10, all 100 images in every
    student step, DSA): time per iteration and peak CUDA memory vs N in {10, 20, 40, 80},
@@ -119,6 +121,27 @@ def _time_match(
         del res
     peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else 0
     return sorted(times)[len(times) // 2], peak
+
+
+def phase_graphs(s: Session, device: torch.device) -> None:
+    """Eager vs CUDA-graphed unrolled iterations (``benchmarks/bench_cuda_graph.py``).
+
+    Written without a GPU: a failure is recorded with its message and the session goes on.
+    """
+    import traceback
+
+    from bench_cuda_graph import measure  # a sibling script: this folder is on sys.path
+
+    say("graphs: eager vs CUDA-graphed unrolled iteration, strict float32")
+    try:
+        rows = measure(device, s.args.width, (10, 30), s.args.perf_repeats, say=say)
+        s.results["graphs"] = rows
+    except Exception as exc:  # noqa: BLE001 (recorded, not hidden: the figures say so)
+        say(f"graphs: FAILED: {exc!r}")
+        s.results["graphs"] = {"error": repr(exc), "traceback": traceback.format_exc()}
+    torch.backends.cudnn.allow_tf32 = True  # torch's defaults again
+    torch.backends.cuda.matmul.allow_tf32 = False
+    s.save()
 
 
 def phase_perf(s: Session, device: torch.device) -> None:
@@ -525,6 +548,7 @@ def main() -> None:
         "--expert-epochs", type=int, default=0, help="fix it (T+ = it - 2); 0: chosen by time"
     )
     ap.add_argument("--skip-perf", action="store_true")
+    ap.add_argument("--skip-graphs", action="store_true", help="no eager vs CUDA-graph timing")
     ap.add_argument("--skip-augdistill", action="store_true")
     ap.add_argument("--max-iterations", type=int, default=5000)
     ap.add_argument("--eval-runs", type=int, default=5)
@@ -553,6 +577,8 @@ def main() -> None:
     say(f"device {device} ({name}), torch {torch.__version__}")
     s.save()
 
+    if not args.skip_graphs:
+        phase_graphs(s, device)
     if not args.skip_perf:
         phase_perf(s, device)
     s.results["timing"] = {"perf_end": elapsed()}

@@ -293,15 +293,16 @@ def _apply_color(x: Tensor, v: dict[str, Tensor]) -> Tensor:
 def _apply_crop(x: Tensor, v: dict[str, Tensor]) -> Tensor:
     """``out[n, :, i, j] = x[n, :, i - dy, j - dx]`` (content moves by +dy, +dx), zeros outside."""
     # Clamped indices and a mask rather than padding by the largest draw: the shapes do not
-    # depend on the draws, so nothing is read back to the host (no GPU sync per step).
-    n, _, h, w = x.shape
+    # depend on the draws, so nothing is read back to the host (no GPU sync per step). A
+    # gather, not advanced indexing: its backward (scatter_add) can be captured in a CUDA
+    # graph, advanced indexing's (index_put_ with accumulate) could not.
+    n, c, h, w = x.shape
     rows = torch.arange(h, device=x.device).view(1, h, 1) - v["crop.dy"].expand(n).view(n, 1, 1)
     cols = torch.arange(w, device=x.device).view(1, 1, w) - v["crop.dx"].expand(n).view(n, 1, 1)
     inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    batch = torch.arange(n, device=x.device).view(n, 1, 1)
-    # advanced indexing moves the indexed dims first: (n, h, w, C) -> (n, C, h, w)
-    moved = x.permute(0, 2, 3, 1)[batch, rows.clamp(0, h - 1), cols.clamp(0, w - 1)]
-    return moved.permute(0, 3, 1, 2) * inside.unsqueeze(1).to(x.dtype)
+    source = rows.clamp(0, h - 1) * w + cols.clamp(0, w - 1)  # (n, h, w) flat pixel index
+    moved = x.reshape(n, c, h * w).gather(2, source.view(n, 1, h * w).expand(n, c, h * w))
+    return moved.view(n, c, h, w) * inside.unsqueeze(1).to(x.dtype)
 
 
 def _apply_cutout(x: Tensor, v: dict[str, Tensor]) -> Tensor:
