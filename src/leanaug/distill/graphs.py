@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from leanaug.distill.dsa import _APPLY, DSA
-from leanaug.distill.matching import StudentPlan
+from leanaug.distill.matching import StudentPlan, matching_loss
 from leanaug.distill.networks import FlatModel
 from leanaug.errors import LeanaugError
 
@@ -176,8 +176,7 @@ def static_match(
         loss = F.cross_entropy(model(theta, x), labels.index_select(0, idx))
         (grad,) = torch.autograd.grad(loss, theta, create_graph=True)
         theta = theta - alpha * grad
-    denom = (theta_start - theta_target).pow(2).sum()
-    loss = (theta - theta_target).pow(2).sum() / denom
+    loss = matching_loss(theta, theta_start, theta_target, check=False)
     grad_images, grad_alpha = torch.autograd.grad(loss, [images, alpha])
     return loss.detach(), grad_images, grad_alpha
 

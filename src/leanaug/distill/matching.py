@@ -176,10 +176,16 @@ def unroll_student(
     return theta if create_graph else theta.detach()
 
 
-def matching_loss(theta_n: Tensor, theta_start: Tensor, theta_target: Tensor) -> Tensor:
-    """``||theta_N - theta*_{t+M}||^2 / ||theta*_t - theta*_{t+M}||^2``."""
+def matching_loss(
+    theta_n: Tensor, theta_start: Tensor, theta_target: Tensor, check: bool = True
+) -> Tensor:
+    """``||theta_N - theta*_{t+M}||^2 / ||theta*_t - theta*_{t+M}||^2``.
+
+    ``check`` raises when the denominator is zero or not finite; it reads the value back
+    from the device, so code that must not (a CUDA graph) passes ``False`` and checks once.
+    """
     denom = (theta_start - theta_target).pow(2).sum()
-    if not torch.isfinite(denom) or denom <= 0:
+    if check and (not torch.isfinite(denom) or denom <= 0):
         raise LeanaugError(
             "expert start and target parameters coincide: the matching loss is undefined"
         )
