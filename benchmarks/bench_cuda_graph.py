@@ -2,7 +2,9 @@
 
 Setting: CIFAR-10 ConvNet width 128, depth 3, instance norm, IPC 10 (all 100 images in
 every student step), DSA, unrolled gradient, strict float32 (TF32 off, so that the
-gradients can be compared). For each N, median seconds per iteration over ``--repeats``
+gradients can be compared; ``--tf32`` turns it on for convolutions and matrix products,
+which the graphed iteration may need: its 2.7 TFLOP per N=30 iteration take 40 ms at the
+H200's FP32 peak, 5 ms at its TF32 peak, ``benchmarks/bench_step_ops.py``). For each N, median seconds per iteration over ``--repeats``
 iterations after a warm-up, each including what a real run would do per iteration on the
 host (drawing the plan and, for the static forms, packing it):
 
@@ -67,9 +69,10 @@ def measure(
     steps: tuple[int, ...] = (10, 30),
     repeats: int = 5,
     say: Callable[[str], None] = print,
+    tf32: bool = False,
 ) -> list[dict]:
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.manual_seed(0)
     model = FlatModel(ConvNet(3, 10, (32, 32), width=width, depth=3).to(device))
     start = model.flat_parameters()
@@ -90,7 +93,7 @@ def measure(
 
     rows = []
     for n in steps:
-        row: dict = dict(steps=n, width=width, device=str(device))
+        row: dict = dict(steps=n, width=width, device=str(device), tf32=tf32)
         row["eager_s"] = _median_seconds(
             device,
             repeats,
@@ -148,11 +151,12 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--steps", type=int, nargs="+", default=[10, 30])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--tf32", action="store_true", help="TF32 convolutions and matmuls")
     ap.add_argument("--out", type=Path, help="also write the rows to this JSON file")
     args = ap.parse_args()
     device = resolve_device(args.device)
-    print(f"device {device}, torch {torch.__version__}")
-    rows = measure(device, args.width, tuple(args.steps), args.repeats)
+    print(f"device {device}, torch {torch.__version__}, TF32 {'on' if args.tf32 else 'off'}")
+    rows = measure(device, args.width, tuple(args.steps), args.repeats, tf32=args.tf32)
     print(
         "| N | eager ms (it/s) | static eager ms | graphed ms (it/s) | capture s | graphed/eager |"
     )

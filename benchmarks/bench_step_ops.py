@@ -23,6 +23,13 @@ figures that do not need a GPU:
    ``100 ms / operations`` per operation; and the H200's measured time per iteration
    divided by the same count (``--gpu-ms``, default: the documented 428 ms, unrolled,
    float32, N=30).
+4. **The arithmetic**: convolution and matrix-product FLOPs of one unrolled N=30
+   iteration of the real setting (width 128, 100 images of 32x32), counted with
+   ``torch.utils.flop_counter.FlopCounterMode`` on the ``meta`` device (shapes only) through
+   :func:`leanaug.distill.graphs.static_match` (which reads nothing back, so it runs
+   there; DSA off: its elementwise and sampling work is not counted), and the time they
+   take at the H200's peak rates (NVIDIA's figures: 66.9 TFLOPS FP32, 494.7 TF32 dense):
+   what no implementation can go below.
 
     python benchmarks/bench_step_ops.py
     python benchmarks/bench_step_ops.py --modes unrolled constant --repeats 5
@@ -40,6 +47,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from leanaug.distill.dsa import DSA
+from leanaug.distill.graphs import pack_plan, static_match
 from leanaug.distill.matching import match_gradients, plan_student
 from leanaug.distill.networks import ConvNet, FlatModel
 
@@ -101,6 +109,22 @@ def seconds_per_iteration(problem, memory: str, steps: int, repeats: int) -> flo
     return statistics.median(times)
 
 
+def unrolled_flops(steps: int) -> float:
+    """Convolution and matmul FLOPs of one unrolled iteration, width 128, 100 images."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    meta = torch.device("meta")
+    model = FlatModel(ConvNet(3, 10, (32, 32), width=128, depth=3))
+    start = model.flat_parameters().to(meta)
+    images = torch.empty(100, 3, 32, 32, device=meta, requires_grad=True)
+    alpha = torch.tensor(0.01, device=meta, requires_grad=True)
+    labels = torch.arange(10, device=meta).repeat_interleave(10)
+    plan = pack_plan(plan_student(100, steps, None, torch.Generator()), None, (3, 32, 32))
+    with FlopCounterMode(display=False) as flops:
+        static_match(model, start, start, images, labels, alpha, plan.to(meta))
+    return float(flops.get_total_flops())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--modes", nargs="+", default=["unrolled", "constant", "tesla"])
@@ -147,6 +171,12 @@ def main() -> None:
     for memory, ops in tops.items():
         common = ", ".join(f"{n} {c}" for n, c in ops.kernels.most_common(args.top))
         print(f"{memory}: most frequent kernel ops in one N=30 iteration: {common}")
+    total = unrolled_flops(30)
+    print(
+        f"unrolled N=30, width 128, 100 images: {total / 1e12:.2f} TFLOP of convolutions and "
+        f"matrix products; at the H200's peak {1e3 * total / 66.9e12:.0f} ms in FP32, "
+        f"{1e3 * total / 494.7e12:.1f} ms in TF32"
+    )
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ far below the reference's CIFAR-10 recipe (50 expert epochs x 20-100 experts, 50
 distillation iterations: GPU-hours). This script spends a fixed wall-clock budget
 (``--budget`` seconds) on, in order:
 
-0. ``graphs``: eager vs CUDA-graphed unrolled iterations at N = 10 and 30
-   (``benchmarks/bench_cuda_graph.py``; a failure is recorded and the session goes on).
+0. ``graphs``: eager vs CUDA-graphed unrolled iterations at N = 10 and 30 in strict
+   float32, then at N=30 with TF32 (``benchmarks/bench_cuda_graph.py``; a failure is
+   recorded and the session goes on).
 1. ``perf``: the matching iteration of ``benchmarks/bench_matching_memory.py`` on the GPU
    setting of issue #8 (CIFAR-10 ConvNet width 128, IPC 10, all 100 images in every
    student step, DSA): time per iteration and peak CUDA memory vs N in {10, 20, 40, 80},
@@ -135,6 +136,9 @@ def phase_graphs(s: Session, device: torch.device) -> None:
     say("graphs: eager vs CUDA-graphed unrolled iteration, strict float32")
     try:
         rows = measure(device, s.args.width, (10, 30), s.args.perf_repeats, say=say)
+        s.results["graphs"] = rows
+        s.save()
+        rows += measure(device, s.args.width, (30,), s.args.perf_repeats, say=say, tf32=True)
         s.results["graphs"] = rows
     except Exception as exc:  # noqa: BLE001 (recorded, not hidden: the figures say so)
         say(f"graphs: FAILED: {exc!r}")
