@@ -181,6 +181,13 @@ def logistic_curvature(
     return LogisticCurvature(np.ascontiguousarray(grads), _cholesky(H), K, q, pinned)
 
 
+def _check_solve_precision(solve_precision: str) -> None:
+    if solve_precision not in SOLVE_PRECISIONS:
+        raise LeanaugError(
+            f"solve_precision must be one of {', '.join(SOLVE_PRECISIONS)}, got {solve_precision!r}"
+        )
+
+
 def _solve_norms(chol: tuple[np.ndarray, bool], grads: np.ndarray, dtype: type) -> np.ndarray:
     """``||L^{-1} g_i||^2`` for the rows ``g_i`` of ``grads``, the solve in ``dtype``."""
     c, lower = chol
@@ -210,15 +217,13 @@ def self_influence(
     ``solve_precision="float32"`` runs the triangular solve, the largest cost (``n P^2``),
     in single precision; the Hessian and its Cholesky factor stay in double, where the
     conditioning bites (the solve's error grows with ``cond(L) = sqrt(cond(H))`` only).
-    It is about 2.5x faster on one core (1000 x 513: 16 -> 6 ms). The result is then
+    It is about 2x faster on one core (1000 x 513: 16 -> 7.5 ms with the conversions, on
+    the MNIST features of ``docs/performance.md``). The result is then
     checked: the smallest and largest scores and an evenly spaced sample of
     :data:`CHECK_POINTS` points are recomputed in double, and if any differs by more than
     :data:`CHECK_RTOL` (relative) the whole solve is redone in double, with a warning.
     """
-    if solve_precision not in SOLVE_PRECISIONS:
-        raise LeanaugError(
-            f"solve_precision must be one of {', '.join(SOLVE_PRECISIONS)}, got {solve_precision!r}"
-        )
+    _check_solve_precision(solve_precision)
     cur = curvature if curvature is not None else logistic_curvature(clf, X, y, sample_weight)
     if solve_precision == "float64":
         return _solve_norms(cur.chol, cur.grads, np.float64)
@@ -277,11 +282,7 @@ class InfluenceScore(Score):
     name = "influence"
 
     def __init__(self, solve_precision: str = "float32") -> None:
-        if solve_precision not in SOLVE_PRECISIONS:
-            raise LeanaugError(
-                f"solve_precision must be one of {', '.join(SOLVE_PRECISIONS)}, "
-                f"got {solve_precision!r}"
-            )
+        _check_solve_precision(solve_precision)
         self.solve_precision = solve_precision
 
     def _score(self, clf: LogisticClassifier, X, y, sample_weight, rng) -> np.ndarray:  # noqa: ANN001
