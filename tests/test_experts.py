@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -104,6 +105,28 @@ def test_resume_gives_the_same_trajectory(digits, tmp_path: Path) -> None:
         digits, tmp_path / "b", experts=1, epochs=3, progress=False, device="cpu", **TINY
     )
     assert torch.equal(again[0].trajectory, whole[0].trajectory)
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+    reason="torch.compile on a CPU needs a C++ compiler",
+)
+def test_compiled_experts_follow_the_eager_trajectory(digits, tmp_path: Path) -> None:
+    # the same seeds and batches: equal to float32 rounding (not bit for bit); 400 images
+    # in batches of 64 end with a smaller batch, the second compiled shape
+    kw = dict(experts=1, epochs=2, progress=False, device="cpu", **TINY)
+    from torch._dynamo.utils import counters
+
+    eager = train_experts(digits, tmp_path / "eager", **kw)[0]
+    graphs = counters["stats"]["unique_graphs"]
+    fast = train_experts(digits, tmp_path / "compiled", compile=True, **kw)[0]
+    assert counters["stats"]["unique_graphs"] > graphs  # it did compile
+    assert fast.trajectory.shape == eager.trajectory.shape
+    torch.testing.assert_close(fast.trajectory, eager.trajectory, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fast.train_loss, eager.train_loss, rtol=1e-4)
+    # a run is resumable either way: compile is not part of the config
+    again = train_experts(digits, tmp_path / "compiled", **{**kw, "epochs": 3})[0]
+    torch.testing.assert_close(again.trajectory[:3], fast.trajectory, rtol=0, atol=0)
 
 
 def test_expert_file_format(digits, tmp_path: Path) -> None:

@@ -127,6 +127,12 @@ def experts_command(
         help="Ray cluster for --executor ray: auto, HOST:6379 or ray://HOST:10001 "
         "(default: a local Ray instance on all cores).",
     ),
+    compile: bool = typer.Option(
+        False,
+        "--compile/--no-compile",
+        help="torch.compile each expert's network: ~1.6x faster training steps on a CPU "
+        "after ~20 s of compilation; equal to float32 rounding.",
+    ),
     config: Path = typer.Option(None, help="YAML/JSON file of option values (flags win)."),
 ) -> None:
     """Train expert trajectories: parameters after init and after every epoch."""
@@ -168,6 +174,7 @@ def experts_command(
         progress=True,
         executor=v["executor"],
         ray_address=v["ray_address"],
+        compile=v["compile"],
     )
     for e in result:
         acc = e.test_accuracy[-1] if e.test_accuracy else float("nan")

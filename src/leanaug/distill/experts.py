@@ -49,7 +49,7 @@ from leanaug.distill.dsa import DEFAULT_STRATEGY, DSA
 from leanaug.distill.networks import NETWORKS, FlatModel
 from leanaug.distill.preprocess import CONFIG_NAME as PREPROCESS_CONFIG
 from leanaug.distill.preprocess import Preprocessor
-from leanaug.distill.training import accuracy, train_epoch
+from leanaug.distill.training import accuracy, train_epoch, training_forward
 from leanaug.errors import DataError, LeanaugError
 from leanaug.executors import Executor, LocalExecutor, make_executor
 from leanaug.results import read_json, write_json, write_with
@@ -338,8 +338,13 @@ def train_experts(
     progress: bool = True,
     executor: str | Executor | None = None,
     ray_address: str | None = None,
+    compile: bool = False,
 ) -> list[ExpertTrajectory]:
     """Train (or resume / extend) ``experts`` expert trajectories of ``epochs`` epochs into ``out_dir``.
+
+    ``compile=True`` trains each expert's network through ``torch.compile``
+    (:func:`leanaug.distill.training.training_forward`): faster on a CPU once compiled,
+    equal to float32 rounding; not part of the config, so a run may be resumed either way.
 
     ``executor``: ``None`` / ``"local"`` trains the experts one after another in this
     process; ``"ray"`` (on ``ray_address``, else a local Ray instance) or an
@@ -397,6 +402,7 @@ def train_experts(
             dsa_strategy=dsa_strategy,
             device=str(device),
             experts=experts,
+            compile=compile,
         )
         try:
             return _train_experts_on(ex, job, out, epochs, seed, progress)
@@ -439,6 +445,7 @@ def train_experts(
                     bar=bar,
                     task=task,
                     experts=experts,
+                    compile=compile,
                 )
             )
     return results
@@ -459,6 +466,7 @@ def _train_expert(
     bar: Any,
     task: Any,
     experts: int,
+    compile: bool = False,
 ) -> ExpertTrajectory:
     """Train (or resume) expert ``i`` up to ``epochs`` epochs, rewriting its file after each."""
     train_x, train_y, test_x, test_y = data
@@ -479,6 +487,7 @@ def _train_expert(
     else:
         rows, test_acc, train_loss = [flat.flat_parameters().clone()], [], []
     module.to(dev)
+    forward = training_forward(module, compile)
     optimizer = torch.optim.SGD(module.parameters(), lr=lr, momentum=0.0, weight_decay=0.0)
     done = len(rows) - 1
     bar.advance(task, min(done, epochs))
@@ -493,6 +502,7 @@ def _train_expert(
             batch_size=batch_size,
             generator=gen,
             dsa=dsa,
+            forward=forward,
         )
         if not np.isfinite(loss):
             raise LeanaugError(
@@ -536,6 +546,7 @@ class ExpertJob:
     #: thread count in the last bits: a task's files equal a local run's bit for bit when
     #: both use the same count (``torch.set_num_threads``), else to float32 rounding.
     threads: int = 1
+    compile: bool = False  # torch.compile each expert's network (train_experts)
 
 
 def run_expert_task(job: ExpertJob, task: ExpertTask) -> tuple[int, ExpertTrajectory]:
@@ -568,6 +579,7 @@ def run_expert_task(job: ExpertJob, task: ExpertTask) -> tuple[int, ExpertTrajec
             bar=bar,
             task=bar.add_task("expert", total=task.epochs),
             experts=job.experts,
+            compile=job.compile,
         )
     finally:
         torch.set_num_threads(threads)

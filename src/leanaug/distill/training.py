@@ -7,6 +7,8 @@ an epoch is reproducible on its own and a run can resume at any epoch boundary.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -23,28 +25,48 @@ def train_epoch(
     batch_size: int,
     generator: torch.Generator,
     dsa: DSA | None = None,
+    forward: Callable[[Tensor], Tensor] | None = None,
 ) -> float:
     """One pass over ``images`` in a random order, cross-entropy loss; returns the mean loss.
 
     ``generator`` (a CPU generator, so results match across devices) draws the batch
     order and then, batch by batch, fresh DSA parameters. The last batch may be smaller.
+    ``forward`` replaces ``module(x)`` in the loss, e.g. ``training_forward(module, True)``
+    made once for all epochs; it must use ``module``'s parameters (the optimizer's).
     """
     module.train()
+    forward = module if forward is None else forward
     n = images.shape[0]
     order = torch.randperm(n, generator=generator).to(images.device)
-    total, count = 0.0, 0
+    # the loss sum stays on the device (float64, the same arithmetic as Python floats): read
+    # once per epoch, not once per batch, which would wait for the GPU at every step
+    total = torch.zeros((), dtype=torch.float64, device=images.device)
+    count = 0
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
         x, y = images[idx], labels[idx]
         if dsa is not None:
             x, _ = dsa(x, generator=generator)
-        loss = F.cross_entropy(module(x), y)
+        loss = F.cross_entropy(forward(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += float(loss.detach()) * len(idx)
+        total += loss.detach().double() * len(idx)
         count += len(idx)
-    return total / max(count, 1)
+    return float(total) / max(count, 1)
+
+
+def training_forward(module: nn.Module, compile: bool) -> Callable[[Tensor], Tensor]:
+    """``module`` itself, or ``torch.compile(module)`` (same parameters) to pass to
+    :func:`train_epoch` as ``forward``; make it once, not per epoch.
+
+    Compiled, a width-32 MNIST ConvNet's training step (forward and backward, batch 256,
+    DSA eager) ran 1.6x faster on this project's 2-core CPU, after about 20 s of
+    compilation (``docs/performance.md``). The results equal the eager ones to float32
+    rounding, not bit for bit. Static shapes: the smaller last batch of an epoch compiles a
+    second graph, once.
+    """
+    return torch.compile(module, dynamic=False) if compile else module
 
 
 @torch.no_grad()
