@@ -130,8 +130,8 @@ def experts_command(
     compile: bool = typer.Option(
         False,
         "--compile/--no-compile",
-        help="torch.compile each expert's network: ~1.6x faster training steps on a CPU "
-        "after ~20 s of compilation; equal to float32 rounding.",
+        help="torch.compile each expert's network: an MNIST width-32 epoch ran 1.8x faster "
+        "on a CPU, after ~30 s of compilation; equal to float32 rounding.",
     ),
     config: Path = typer.Option(None, help="YAML/JSON file of option values (flags win)."),
 ) -> None:
