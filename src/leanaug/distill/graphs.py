@@ -41,9 +41,10 @@ from leanaug.distill.networks import FlatModel
 from leanaug.errors import LeanaugError
 
 
-def _identity_values(dsa: DSA, batch: int, h: int, w: int) -> dict[str, Tensor]:
+def _identity_values(batch: int) -> dict[str, Tensor]:
     """Draws that leave the images unchanged, for the groups a step did not pick (their
-    output is discarded by :func:`masked_dsa`; identity keeps it finite)."""
+    output is discarded by :func:`masked_dsa`; identity keeps it finite). A cutout of
+    size 0 cuts nothing, so the DSA's own cutout ratio is not needed here."""
     zeros, ones = torch.zeros(batch), torch.ones(batch)
     long0 = torch.zeros(batch, dtype=torch.long)
     return {
@@ -54,8 +55,8 @@ def _identity_values(dsa: DSA, batch: int, h: int, w: int) -> dict[str, Tensor]:
         "crop.dx": long0,
         "cutout.cy": long0,
         "cutout.cx": long0,
-        "cutout.size_y": torch.tensor([int(h * dsa.cutout + 0.5)]),
-        "cutout.size_x": torch.tensor([int(w * dsa.cutout + 0.5)]),
+        "cutout.size_y": torch.zeros(1, dtype=torch.long),
+        "cutout.size_x": torch.zeros(1, dtype=torch.long),
         "flip.flip": torch.zeros(batch, dtype=torch.bool),
         "scale.sx": ones,
         "scale.sy": ones,
@@ -116,11 +117,10 @@ def pack_plan(plan: StudentPlan, dsa: DSA | None, image_shape: tuple[int, ...]) 
     groups: tuple[str, ...] = () if dsa is None else dsa.groups
     if dsa is not None and not dsa.per_sample:
         raise LeanaugError("a static plan needs DSA(per_sample=True), as the student steps use")
-    _, h, w = image_shape
     picks: list[int] = []
     columns: dict[str, list[Tensor]] = {}
     for seed in plan.aug_seeds:
-        values = _identity_values(dsa, batch, h, w) if dsa is not None else {}
+        values = _identity_values(batch) if dsa is not None else {}
         if groups:
             # the same generator and draw as matching._draw: a CPU generator seeded per step
             drawn = dsa.sample(
