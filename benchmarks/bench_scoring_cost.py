@@ -15,7 +15,10 @@ quantity once (after a warm-up round), reporting medians:
   full-augmentation model subsampling tries to avoid).
 
 Prints one row per folder and the ratio score / full fit (target: under 5 %): the median
-of the per-round ratios and their range.
+of the per-round ratios and their range. Then one line per folder of details: lbfgs
+iterations of the clean and the full fit, the condition number of the Hessian, the
+float32 solve's largest relative difference from float64 (per point) and whether it ranks
+the points the same, and the solve alone (model and Hessian given) in each precision.
 
     python benchmarks/bench_scoring_cost.py runs/paper/mnist_3v8_* runs/paper/cifar10_0v1_*
 """
@@ -35,6 +38,7 @@ from leanaug.experiments.config import load_config_file
 from leanaug.experiments.runner import _fit_selection, _problem, read_features
 from leanaug.policies import Selection
 from leanaug.scores import SCORES
+from leanaug.scores.influence import logistic_curvature, self_influence
 
 
 def timed(fn, *args) -> tuple[float, object]:  # noqa: ANN001
@@ -73,7 +77,24 @@ def measure(folder: Path, repeats: int) -> dict[str, float | str | int]:
     def median(key: str) -> float:
         return float(np.median([r[key] for r in rounds]))
 
+    # details: where the time goes, and what the float32 solve changes
+    clf = LogisticClassifier(C=C).fit(fs.train, fs.train_labels)
+    full, _ = _fit_selection(problem, Selection(np.arange(problem.n)), C)
+    cur = logistic_curvature(clf, fs.train, fs.train_labels)
+    solve = {}
+    for precision in ("float32", "float64"):
+        times = [timed(self_influence, clf, None, None, None, cur, precision) for _ in rounds]
+        solve[precision] = float(np.median([t for t, _ in times]))
+        solve[precision + " scores"] = times[-1][1]
+    s32, s64 = solve["float32 scores"], solve["float64 scores"]
     return {
+        "clean iterations": int(np.max(clf.n_iter_)),
+        "full iterations": int(np.max(full.n_iter_)),
+        "cond H": float(np.linalg.cond(np.tril(cur.chol[0])) ** 2),
+        "float32 max rel diff": float(np.max(np.abs(s32 - s64) / s64)),
+        "same ranking": bool(np.array_equal(np.argsort(s32), np.argsort(s64))),
+        "solve32 s": solve["float32"],
+        "solve64 s": solve["float64"],
         "setting": folder.name,
         "n": fs.train.shape[0],
         "d": fs.train.shape[1],
@@ -100,18 +121,28 @@ def main() -> None:
         "| scoring / full fit (median) | range over rounds |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    details = []
     with threadpool_limits(limits=1):
         for folder in args.folders:
             if not (folder / "features.npz").is_file():
                 print(f"(skipped {folder}: no features.npz)")
                 continue
             r = measure(folder, args.repeats)
+            details.append(r)
             print(
                 f"| {r['setting']} | {r['n']} x {r['d']} | {r['full rows']} | {r['score s']:.3f} | "
                 f"{r['influence s']:.3f} | {r['influence64 s']:.3f} | {r['full fit s']:.2f} | "
                 f"{100 * r['ratio']:.1f} % | {100 * r['ratio min']:.1f}-{100 * r['ratio max']:.1f} % |",
                 flush=True,
             )
+    for r in details:
+        print(
+            f"{r['setting']}: lbfgs iterations clean {r['clean iterations']}, full "
+            f"{r['full iterations']}; cond(H) {r['cond H']:.1e}; float32 solve: largest "
+            f"relative difference {r['float32 max rel diff']:.1e}, same ranking "
+            f"{'yes' if r['same ranking'] else 'no'}; solve alone {1e3 * r['solve32 s']:.1f} ms "
+            f"(float32, checked) vs {1e3 * r['solve64 s']:.1f} ms (float64)"
+        )
 
 
 if __name__ == "__main__":

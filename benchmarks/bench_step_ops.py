@@ -30,6 +30,10 @@ figures that do not need a GPU:
    there; DSA off: its elementwise and sampling work is not counted), and the time they
    take at the H200's peak rates (NVIDIA's figures: 66.9 TFLOPS FP32, 494.7 TF32 dense):
    what no implementation can go below.
+5. **Where the kernels come from**: kernel operations of one instance-norm layer's
+   forward, backward (``create_graph``) and double backward, ``F.group_norm`` as the
+   network uses it against a hand-written instance norm (``var_mean``, ``rsqrt``,
+   ``addcmul``), and their largest relative difference in float64.
 
     python benchmarks/bench_step_ops.py
     python benchmarks/bench_step_ops.py --modes unrolled constant --repeats 5
@@ -109,6 +113,40 @@ def seconds_per_iteration(problem, memory: str, steps: int, repeats: int) -> flo
     return statistics.median(times)
 
 
+def _group_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.group_norm(x, x.shape[1], w, b, 1e-5)
+
+
+def _hand_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+    return torch.addcmul(
+        b.view(1, -1, 1, 1), x - mean, torch.rsqrt(var + 1e-5) * w.view(1, -1, 1, 1)
+    )
+
+
+def norm_layer_ops() -> dict[str, tuple[int, float]]:
+    """Kernel ops of forward + backward + double backward of one norm layer, and the
+    largest relative difference of all outputs from ``F.group_norm``'s (float64)."""
+    torch.manual_seed(0)
+    x, r = torch.randn(2, 100, 8, 16, 16, dtype=torch.float64)
+    w, b = torch.rand(8, dtype=torch.float64) + 0.5, torch.randn(8, dtype=torch.float64)
+    v = [torch.randn_like(t) for t in (x, w, b)]
+    out, ref = {}, None
+    for name, norm in (("F.group_norm", _group_norm), ("hand-written", _hand_norm)):
+        leaves = [t.clone().requires_grad_(True) for t in (x, w, b)]
+        with CountOps() as ops:
+            y = norm(*leaves)
+            g = torch.autograd.grad((y * r).sum(), leaves, create_graph=True)
+            gg = torch.autograd.grad(
+                sum((gi * vi).sum() for gi, vi in zip(g, v, strict=True)), leaves[:2]
+            )
+        res = [y.detach(), *[t.detach() for t in g], *gg]
+        ref = res if ref is None else ref
+        diff = max(float((a - c).norm() / c.norm()) for a, c in zip(res, ref, strict=True))
+        out[name] = (sum(ops.kernels.values()), diff)
+    return out
+
+
 def unrolled_flops(steps: int) -> float:
     """Convolution and matmul FLOPs of one unrolled iteration, width 128, 100 images."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -171,6 +209,11 @@ def main() -> None:
     for memory, ops in tops.items():
         common = ", ".join(f"{n} {c}" for n, c in ops.kernels.most_common(args.top))
         print(f"{memory}: most frequent kernel ops in one N=30 iteration: {common}")
+    norms = norm_layer_ops()
+    print(
+        "one instance-norm layer, forward + backward + double backward, kernel ops: "
+        + ", ".join(f"{k} {n} (relative difference {d:.0e})" for k, (n, d) in norms.items())
+    )
     total = unrolled_flops(30)
     print(
         f"unrolled N=30, width 128, 100 images: {total / 1e12:.2f} TFLOP of convolutions and "

@@ -11,8 +11,8 @@ to the next:
 * DSA picks one op group per student step at random, a Python branch. Here every group
   of the strategy is applied at every step and ``torch.where`` on the picked index keeps
   only the picked group's output (:func:`masked_dsa`): the same images and the same
-  gradients, with a fixed sequence (and six groups' arithmetic per step, which on 100
-  small images is negligible next to the network);
+  gradients, with a fixed sequence (and six groups' arithmetic per step: 20-50 % more
+  time per iteration on the CPU, ``docs/performance.md``);
 * the minibatch indices and the DSA draws are new tensors each step. Here they are packed
   up front into one :class:`StaticPlan` of device tensors (``N x B`` indices, the picks,
   ``N x B`` draws per parameter), which a graph reads and a new plan overwrites in place.

@@ -61,8 +61,8 @@ def training_forward(module: nn.Module, compile: bool) -> Callable[[Tensor], Ten
     :func:`train_epoch` as ``forward``; make it once, not per epoch.
 
     Compiled, a width-32 MNIST ConvNet's training step (forward and backward, batch 256,
-    DSA eager) ran 1.6x faster on this project's 2-core CPU, after about 20 s of
-    compilation (``docs/performance.md``). The results equal the eager ones to float32
+    DSA eager) ran 1.56-1.77x faster on this project's 2-core CPU, after 16-18 s of
+    compilation (``benchmarks/bench_compile.py``, ``docs/performance.md``). The results equal the eager ones to float32
     rounding, not bit for bit. Static shapes: the smaller last batch of an epoch compiles a
     second graph, once.
     """

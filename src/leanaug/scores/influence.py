@@ -217,8 +217,8 @@ def self_influence(
     ``solve_precision="float32"`` runs the triangular solve, the largest cost (``n P^2``),
     in single precision; the Hessian and its Cholesky factor stay in double, where the
     conditioning bites (the solve's error grows with ``cond(L) = sqrt(cond(H))`` only).
-    It is about 2x faster on one core (1000 x 513: 16 -> 7.5 ms with the conversions, on
-    the MNIST features of ``docs/performance.md``). The result is then
+    It is about 2x faster on one core (1000 x 513: 19 -> 10-11 ms, the check included, on
+    the MNIST paper features; ``benchmarks/bench_scoring_cost.py``). The result is then
     checked: the smallest and largest scores and an evenly spaced sample of
     :data:`CHECK_POINTS` points are recomputed in double, and if any differs by more than
     :data:`CHECK_RTOL` (relative) the whole solve is redone in double, with a warning.
