@@ -248,16 +248,41 @@ def test_influence_invariant_to_permutation(seed, k):
     np.testing.assert_allclose(sp, s[perm], rtol=1e-5, atol=1e-12)
 
 
-def test_influence_without_intercept_matches_dense():
+def test_influence_without_intercept_matches_autograd():
+    """Without an intercept, against a reference built by torch autograd from the
+    documented objective ``C sum_i w_i logloss_i(W) + 0.5 ||W||^2`` alone (not from the
+    code's own gradients or Hessian factor), with C != 1 and non-uniform weights.
+
+    Planted bug it catches: a factor 2 on C (or on the weights) in ``logistic_curvature``
+    (``c = 2 * C * w``), and sample weights ignored there (``c = C * ones``)."""
+    import torch
+
     X, y = make_data(n=80, d=4, k=3, seed=60)
-    clf = LogisticClassifier(fit_intercept=False, tol=1e-10).fit(X, y)
-    cur = logistic_curvature(clf, X, y)
+    w = np.random.default_rng(61).uniform(0.3, 2.0, size=len(y))
+    C = 2.5
+    clf = LogisticClassifier(C=C, fit_intercept=False, tol=1e-10, max_iter=10_000)
+    clf.fit(X, y, sample_weight=w)
+    cur = logistic_curvature(clf, X, y, w)
     assert not cur.pinned and cur.grads.shape[1] == 3 * 4
-    c, lower = cur.chol
-    L = np.tril(c)
-    H = L @ L.T
-    ref = np.einsum("ij,ji->i", cur.grads, np.linalg.solve(H, cur.grads.T))
-    np.testing.assert_allclose(self_influence(clf, X, y), ref, rtol=1e-9)
+    Xt, wt = torch.from_numpy(X), torch.from_numpy(w)
+    yt = torch.from_numpy(np.searchsorted(clf.classes_, y))
+    W = torch.from_numpy(clf.coef_.copy())  # (K, d), flattened row-major = parameter_vector
+
+    def weighted_losses(flat):  # C w_i logloss_i, (n,)
+        z = Xt @ flat.reshape(3, 4).T
+        return C * wt * (torch.logsumexp(z, dim=1) - z[torch.arange(len(yt)), yt])
+
+    def objective(flat):
+        return weighted_losses(flat).sum() + 0.5 * (flat**2).sum()
+
+    G = torch.autograd.functional.jacobian(weighted_losses, W.flatten()).numpy()  # (n, P)
+    H = torch.autograd.functional.hessian(objective, W.flatten()).numpy()  # (P, P)
+    np.testing.assert_allclose(cur.grads, G, rtol=1e-10, atol=1e-12)
+    ref = np.einsum("ij,ji->i", G, np.linalg.solve(H, G.T))
+    np.testing.assert_allclose(self_influence(clf, X, y, w), ref, rtol=1e-9)
+    np.testing.assert_allclose(
+        influence_parameter_changes(clf, X, y, w), np.linalg.solve(H, G.T).T, rtol=1e-8
+    )
 
 
 def test_loss_score_is_log_loss():
