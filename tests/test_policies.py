@@ -145,6 +145,53 @@ def test_downweight_policy_weights_sum_to_n():
         assert w.sum() == pytest.approx(25) and w.size == 25 + 4 * b
 
 
+def _reference_kernel(features, scores, feature_scale, eps):
+    """The paper's k-DPP kernel written out entry by entry (independent of ``dpp_kernel``):
+    ``L_ij = s_i s_j <phi_i, phi_j> + eps [i == j]``, ``phi_i = feature_scale x_i / ||x_i||``."""
+    n = len(scores)
+    L = np.empty((n, n))
+    for i in range(n):
+        for j in range(n):
+            phi_i = feature_scale * features[i] / np.sqrt(np.sum(features[i] ** 2))
+            phi_j = feature_scale * features[j] / np.sqrt(np.sum(features[j] ** 2))
+            L[i, j] = scores[i] * scores[j] * np.dot(phi_i, phi_j) + (eps if i == j else 0.0)
+    return L
+
+
+def test_dpp_kernel_is_the_papers_formula_on_a_tiny_case():
+    """L = diag(s) Phi Phi^T diag(s) + eps I, Phi = feature_scale * L2-normalised features,
+    on 3 points whose entries are worked out by hand.
+
+    Planted bugs it catches: scores entering once instead of squared
+    (``q = sqrt(s) * phi``), a missing or rescaled ridge (``eps * feature_scale``), features
+    not normalised, and policy defaults other than the paper's 1e3 / 1e-3."""
+    X = np.array([[3.0, 4.0], [1.0, 0.0], [0.0, 2.0]])  # unit vectors (.6,.8), (1,0), (0,1)
+    s = np.array([2.0, 1.0, 0.5])
+    # feature_scale 1, eps 0.5: every term visible at the same magnitude
+    expected = np.array(
+        [
+            [4.0 + 0.5, 2 * 0.6, 1 * 0.8],
+            [2 * 0.6, 1.0 + 0.5, 0.0],
+            [1 * 0.8, 0.0, 0.25 + 0.5],
+        ]
+    )
+    np.testing.assert_allclose(dpp_kernel(X, s, 1.0, 0.5), expected, rtol=1e-12, atol=1e-15)
+    # feature_scale 3 multiplies the feature part by 9, not the ridge
+    np.testing.assert_allclose(
+        dpp_kernel(X, s, 3.0, 0.5), 9 * (expected - 0.5 * np.eye(3)) + 0.5 * np.eye(3), rtol=1e-12
+    )
+    # the policy's defaults are the paper's (Phi = 1e3 * normalised, eps = 1e-3)
+    problem = make_problem(n=5, d=3, seed=7)
+    np.testing.assert_allclose(
+        DPPPolicy().kernel(problem),
+        _reference_kernel(problem.features, problem.scores, 1e3, 1e-3),
+        rtol=1e-12,
+        atol=1e-6,
+    )
+    no_ridge = _reference_kernel(problem.features, problem.scores, 1e3, 0.0)
+    np.testing.assert_allclose(np.diag(DPPPolicy().kernel(problem) - no_ridge), 1e-3, rtol=1e-3)
+
+
 def _exact_kdpp_probs(L, k):
     subsets = list(itertools.combinations(range(L.shape[0]), k))
     dets = np.array([np.linalg.det(L[np.ix_(S, S)]) for S in subsets])
@@ -153,14 +200,17 @@ def _exact_kdpp_probs(L, k):
 
 @pytest.mark.parametrize(("force_log_space", "k"), [(False, 2), (True, 4)])
 def test_kdpp_samples_follow_det_L(force_log_space, k, monkeypatch):
-    # n = 6: 15 subsets of size 2 or 4 (4 > rank(Phi) = 3: the ridge matters);
-    # compare sample frequencies with det(L_S) / sum det
+    """n = 6: 15 subsets of size 2 or 4 (4 > rank(Phi) = 3: the ridge matters); sample
+    frequencies against det(L_S) / sum det with L written out by ``_reference_kernel``
+    (not the code's kernel). Planted bugs it catches: a wrong kernel weight (scores not
+    squared) and a sampler that ignores the ridge."""
     rng = np.random.default_rng(1)
     problem = make_problem(n=6, d=3, scores=rng.uniform(0.3, 1.5, size=6), seed=2)
     policy = DPPPolicy(feature_scale=1.0, eps=0.05)
     if force_log_space:
         monkeypatch.setattr(DPPPolicy, "_rescale", staticmethod(lambda logE: None))
-    subsets, probs = _exact_kdpp_probs(policy.kernel(problem), k)
+    L = _reference_kernel(problem.features, problem.scores, 1.0, 0.05)
+    subsets, probs = _exact_kdpp_probs(L, k)
     draws = 3000
     counts = dict.fromkeys(subsets, 0)
     for _ in range(draws):
@@ -197,7 +247,8 @@ def test_kdpp_beyond_feature_rank_uses_log_space_and_is_valid():
         logE = dpp_module.log_elementary_symmetric(np.log([4.0, 2.0, 1.0]), 2)
     np.testing.assert_allclose(np.exp(logE[:, 3]), [1.0, 7.0, 14.0])  # e_j(4, 2, 1)
     L = dpp_kernel(problem.features, problem.scores, 1e3, 1e-3)
-    assert np.allclose(L, L.T)
+    ref = _reference_kernel(problem.features[:8], problem.scores[:8], 1e3, 1e-3)
+    np.testing.assert_allclose(L[:8, :8], ref, rtol=1e-12, atol=1e-6)
 
 
 def test_update_k1_refits_after_every_addition():
