@@ -47,13 +47,13 @@ def test_data_info_digits_prints_sizes_counts_and_stats() -> None:
     assert [c.strip() for c in three.split("│")[1:5]] == ["0", "3", "137", "46"]
 
 
-def test_data_info_mnist_subset(shared_data: Path) -> None:
+def test_data_info_mnist_subset(real_data) -> None:
     args = [
         "data",
         "info",
         "mnist",
         "--data-dir",
-        str(shared_data),
+        str(real_data("mnist")),
         "--classes",
         "3,8",
         "--n-train",
@@ -66,14 +66,15 @@ def test_data_info_mnist_subset(shared_data: Path) -> None:
     assert "1,984" in result.output  # test images of 3 and 8: 1,010 + 974
 
 
-def test_data_show_writes_a_grid_png(tmp_path: Path, shared_data: Path) -> None:
+def test_data_show_writes_a_grid_png(tmp_path: Path, official_files) -> None:
+    mnist_dir, _ = official_files.mnist(n_train=20, n_test=10)  # the IDX format, random pixels
     out = tmp_path / "grid.png"
     args = [
         "data",
         "show",
         "mnist",
         "--data-dir",
-        str(shared_data / "mnist"),
+        str(mnist_dir),
         "--augment",
         "rotate",
     ]

@@ -3,9 +3,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import pickle
 import struct
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,18 +47,50 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def mnist(shared_data: Path, session_cache: Path) -> ImageDataset:
-    return load_dataset("mnist", data_dir=shared_data / "mnist")
+def mnist(real_data, session_cache: Path) -> ImageDataset:
+    return load_dataset("mnist", data_dir=real_data("mnist"))
 
 
 @pytest.fixture(scope="session")
-def cifar_first_load(shared_data: Path, session_cache: Path) -> tuple[ImageDataset, float]:
+def cifar_first_load(real_data, session_cache: Path) -> tuple[ImageDataset, float]:
     start = time.perf_counter()
-    ds = load_dataset("cifar10", data_dir=shared_data / "cifar10-jpg")
+    ds = load_dataset("cifar10", data_dir=real_data("cifar10-jpg"))
     return ds, time.perf_counter() - start
 
 
 # --- MNIST ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gz", "plain"])
+def test_mnist_reads_synthetic_official_idx_files(official_files, gz: bool) -> None:
+    folder, arrays = official_files.mnist(n_train=40, n_test=20, gz=gz)
+    ds = load_dataset("mnist", data_dir=folder.parent, cache=False)  # found in its mnist/
+    assert ds.train_images.shape == (40, 1, 28, 28) and ds.test_images.shape == (20, 1, 28, 28)
+    assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.int64
+    assert np.array_equal(ds.train_images[:, 0], arrays["train-images-idx3-ubyte"])
+    assert np.array_equal(ds.test_images[:, 0], arrays["t10k-images-idx3-ubyte"])
+    assert np.array_equal(ds.train_labels, arrays["train-labels-idx1-ubyte"])
+    assert np.array_equal(ds.test_labels, arrays["t10k-labels-idx1-ubyte"])
+    assert ds.class_names == tuple("0123456789") and ds.source == "MNIST (official IDX files)"
+    threes = load_dataset("mnist", data_dir=folder, classes=[3, 8], cache=False)
+    assert threes.train_labels.tolist() == [0, 1] * 4  # labels 3, 8, 3, 8, ... remapped
+
+
+def test_mnist_checks_the_official_md5_and_sizes(official_files, monkeypatch) -> None:
+    import leanaug.data.mnist as mnist
+
+    folder, arrays = official_files.mnist(n_train=30, n_test=10)
+    flipped = arrays["t10k-labels-idx1-ubyte"].copy()
+    flipped[0] = (flipped[0] + 1) % 10
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(official_files.idx_bytes(flipped))
+    )
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: decompressed md5 .* differs"):
+        load_dataset("mnist", data_dir=folder, cache=False)
+    folder, _ = official_files.mnist(n_train=30, n_test=10, name="mnist-sizes")
+    monkeypatch.setitem(mnist.SIZES, "train", 60000)
+    with pytest.raises(DataError, match=r"expected 60000 x 28 x 28 images and 60000 labels"):
+        load_dataset("mnist", data_dir=folder, cache=False)
 
 
 def test_mnist_from_shared_idx_files(mnist: ImageDataset) -> None:
@@ -77,9 +107,9 @@ def test_mnist_from_shared_idx_files(mnist: ImageDataset) -> None:
 
 
 def test_mnist_decompressed_train_images_have_the_official_md5(
-    shared_data: Path, mnist: ImageDataset
+    real_data, mnist: ImageDataset
 ) -> None:
-    raw = gzip.decompress((shared_data / "mnist" / "train-images-idx3-ubyte.gz").read_bytes())
+    raw = gzip.decompress((real_data("mnist") / "train-images-idx3-ubyte.gz").read_bytes())
     assert hashlib.md5(raw).hexdigest() == MNIST_TRAIN_IMAGES_MD5
     # and the loaded array is exactly those bytes after the 16-byte header
     assert np.array_equal(
@@ -87,12 +117,8 @@ def test_mnist_decompressed_train_images_have_the_official_md5(
     )
 
 
-def _idx_bytes(array: np.ndarray) -> bytes:
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}i", *array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def test_idx_reader_checks_magic_length_and_md5(tmp_path: Path) -> None:
+def test_idx_reader_checks_magic_length_and_md5(tmp_path: Path, official_files) -> None:
+    _idx_bytes = official_files.idx_bytes
     array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     good = tmp_path / "x-idx3-ubyte"
     good.write_bytes(_idx_bytes(array))
@@ -116,32 +142,24 @@ def test_idx_reader_checks_magic_length_and_md5(tmp_path: Path) -> None:
         read_idx(bad, 3)
 
 
-def _copy_mnist(shared_data: Path, dest: Path) -> Path:
-    dest.mkdir()
-    for name in (
-        "train-labels-idx1-ubyte.gz",
-        "t10k-images-idx3-ubyte.gz",
-        "t10k-labels-idx1-ubyte.gz",
-    ):
-        (dest / name).write_bytes((shared_data / "mnist" / name).read_bytes())
-    return dest
-
-
-def test_mnist_truncated_train_images_fail_clearly(shared_data: Path, tmp_path: Path) -> None:
-    folder = _copy_mnist(shared_data, tmp_path / "mnist")
-    raw = gzip.decompress((shared_data / "mnist" / "train-images-idx3-ubyte.gz").read_bytes())
+def test_mnist_truncated_train_images_fail_clearly(official_files) -> None:
+    folder, _ = official_files.mnist(n_train=50, n_test=10)
+    gz = folder / "train-images-idx3-ubyte.gz"
+    raw = gzip.decompress(gz.read_bytes())
+    gz.unlink()
     (folder / "train-images-idx3-ubyte").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(DataError) as info:
         load_dataset("mnist", data_dir=folder, cache=False)
     message = str(info.value)
-    assert "train-images-idx3-ubyte is truncated" in message and "expected 47040016" in message
+    assert "train-images-idx3-ubyte is truncated" in message
+    assert f"expected {16 + 50 * 28 * 28} for a 50 x 28 x 28" in message
     assert "\n" not in message
 
 
-def test_mnist_cut_gzip_fails_clearly(shared_data: Path, tmp_path: Path) -> None:
-    folder = _copy_mnist(shared_data, tmp_path / "mnist")
-    gz = (shared_data / "mnist" / "train-images-idx3-ubyte.gz").read_bytes()
-    (folder / "train-images-idx3-ubyte.gz").write_bytes(gz[:100_000])
+def test_mnist_cut_gzip_fails_clearly(official_files) -> None:
+    folder, _ = official_files.mnist(n_train=50, n_test=10)
+    gz = (folder / "train-images-idx3-ubyte.gz").read_bytes()
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(gz[: len(gz) // 2])
     with pytest.raises(DataError, match="train-images-idx3-ubyte.gz is not a complete gzip file"):
         load_dataset("mnist", data_dir=folder, cache=False)
 
@@ -226,11 +244,11 @@ def test_cifar10_from_image_folder(cifar_first_load: tuple[ImageDataset, float])
 
 
 def test_cifar10_second_load_comes_from_cache(
-    shared_data: Path, cifar_first_load: tuple[ImageDataset, float]
+    real_data, cifar_first_load: tuple[ImageDataset, float]
 ) -> None:
     first, first_seconds = cifar_first_load
     start = time.perf_counter()
-    again = load_dataset("cifar10", data_dir=shared_data / "cifar10-jpg")
+    again = load_dataset("cifar10", data_dir=real_data("cifar10-jpg"))
     seconds = time.perf_counter() - start
     print(f"CIFAR-10 JPEG export: first load {first_seconds:.1f} s, second {seconds:.2f} s")
     assert str(again.meta["cache"]).startswith(str(cache_root() / "datasets"))
@@ -241,82 +259,56 @@ def test_cifar10_second_load_comes_from_cache(
     assert seconds < min(5.0, first_seconds / 3)
 
 
-def test_cifar10_select_by_names_keeps_given_order(
-    cifar_first_load: tuple[ImageDataset, float],
-) -> None:
-    ds = select_classes(cifar_first_load[0], ["automobile", "airplane"])
+def test_cifar10_select_by_names_keeps_given_order(official_files) -> None:
+    # an image folder named like CIFAR-10's classes (as the JPEG export is): CIFAR-10's
+    # official label order, not the sorted folder order
+    counts = {name: 2 + i % 3 for i, name in enumerate(sorted(CIFAR10_NAMES))}
+    folder = official_files.image_folder(counts, size=32, suffix=".jpg", name="cifar10-jpg")
+    full = load_dataset("cifar10", data_dir=folder.parent, cache=False)
+    assert full.class_names == CIFAR10_NAMES and full.source == "CIFAR-10 (JPEG export)"
+    assert full.train_images.shape == (sum(counts.values()), 3, 32, 32)
+    assert np.bincount(full.train_labels).tolist() == [counts[n] for n in CIFAR10_NAMES]
+    ds = select_classes(full, ["automobile", "airplane"])
     assert ds.class_names == ("automobile", "airplane")
-    assert len(ds.train_labels) == 10000 and len(ds.test_labels) == 2000
-    full = cifar_first_load[0]
+    n = counts["automobile"] + counts["airplane"]
+    assert len(ds.train_labels) == n and len(ds.test_labels) == n
     first_airplane = int(np.flatnonzero(full.train_labels == 0)[0])
     position = int(np.flatnonzero(ds.meta["train_indices"] == first_airplane)[0])
     assert ds.train_labels[position] == 1
     assert np.array_equal(ds.train_images[position], full.train_images[first_airplane])
 
 
-def _write_png_folder(root: Path, classes: dict[str, int], size: int = 6) -> None:
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for name, count in classes.items():
-            (root / split / name).mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / split / name / f"{i:03d}.png")
-
-
-def test_image_folder_decodes_pngs_exactly_in_sorted_order(tmp_path: Path) -> None:
-    _write_png_folder(tmp_path, {"zebra": 3, "ant": 2})
-    ds = load_dataset("cifar10", data_dir=tmp_path, cache=False)
+def test_image_folder_decodes_pngs_exactly_in_sorted_order(official_files) -> None:
+    folder = official_files.image_folder({"zebra": 3, "ant": 2})
+    ds = load_dataset("cifar10", data_dir=folder, cache=False)
     assert ds.class_names == ("ant", "zebra")  # not CIFAR-10's classes: sorted
     assert ds.source == "CIFAR-10 (image folder)"
     assert ds.train_labels.tolist() == [0, 0, 1, 1, 1]
-    expected = np.asarray(Image.open(tmp_path / "train" / "zebra" / "001.png")).transpose(2, 0, 1)
+    expected = np.asarray(Image.open(folder / "train" / "zebra" / "001.png")).transpose(2, 0, 1)
     assert np.array_equal(ds.train_images[3], expected)  # PNG is lossless
 
 
-def test_image_folder_corrupt_file_and_size_mismatch(tmp_path: Path) -> None:
-    _write_png_folder(tmp_path / "a", {"cat": 2, "dog": 2})
-    broken = tmp_path / "a" / "train" / "dog" / "001.png"
+def test_image_folder_corrupt_file_and_size_mismatch(official_files) -> None:
+    a = official_files.image_folder({"cat": 2, "dog": 2}, name="a")
+    broken = a / "train" / "dog" / "001.png"
     broken.write_bytes(broken.read_bytes()[:30])
     with pytest.raises(DataError, match=f"cannot decode image {broken}"):
-        load_dataset("cifar10", data_dir=tmp_path / "a", cache=False)
-    _write_png_folder(tmp_path / "b", {"cat": 2})
-    odd = tmp_path / "b" / "test" / "cat" / "001.png"
+        load_dataset("cifar10", data_dir=a, cache=False)
+    b = official_files.image_folder({"cat": 2}, name="b")
+    odd = b / "test" / "cat" / "001.png"
     Image.new("RGB", (5, 4)).save(odd)
     with pytest.raises(DataError, match=f"{odd} is 5x4 pixels, expected 6x6"):
-        load_dataset("cifar10", data_dir=tmp_path / "b", cache=False)
+        load_dataset("cifar10", data_dir=b, cache=False)
 
 
-def _cifar_batch(rng: np.random.Generator, n: int) -> tuple[bytes, np.ndarray, np.ndarray]:
-    data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-    labels = rng.integers(0, 10, n).tolist()
-    raw = pickle.dumps({b"data": data, b"labels": labels, b"batch_label": b"fake"})
-    return raw, data.reshape(n, 3, 32, 32), np.array(labels)
-
-
-def test_cifar10_python_batches_and_tarball(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    train_parts = []
-    for i in range(1, 6):
-        raw, images, labels = _cifar_batch(rng, 3)
-        (folder / f"data_batch_{i}").write_bytes(raw)
-        train_parts.append((images, labels))
-    raw, test_images, test_labels = _cifar_batch(rng, 4)
-    (folder / "test_batch").write_bytes(raw)
-    ds = load_dataset("cifar10", data_dir=tmp_path, cache=False)
+def test_cifar10_python_batches_and_tarball(official_files) -> None:
+    folder, arrays = official_files.cifar_batches(per_batch=3, n_test=4)
+    ds = load_dataset("cifar10", data_dir=folder.parent, cache=False)
     assert ds.source == "CIFAR-10 (official python version)" and ds.class_names == CIFAR10_NAMES
-    assert np.array_equal(ds.train_images, np.concatenate([p[0] for p in train_parts]))
-    assert np.array_equal(ds.train_labels, np.concatenate([p[1] for p in train_parts]))
-    assert np.array_equal(ds.test_images, test_images) and np.array_equal(
-        ds.test_labels, test_labels
-    )
+    for key, array in arrays.items():
+        assert np.array_equal(getattr(ds, key), array), key
 
-    tar_dir = tmp_path / "tar"
-    tar_dir.mkdir()
-    with tarfile.open(tar_dir / "cifar-10-python.tar.gz", "w:gz") as tar:
-        tar.add(folder, arcname="cifar-10-batches-py")
+    tar_dir = official_files.cifar_tarball(folder)
     from_tar = load_dataset("cifar10", data_dir=tar_dir, cache=False)
     assert np.array_equal(from_tar.train_images, ds.train_images)
     assert np.array_equal(from_tar.test_labels, ds.test_labels)
@@ -344,37 +336,9 @@ def test_cifar10_fake_download_with_bad_checksum(
 # --- small NORB -------------------------------------------------------------------
 
 
-def write_norb(path: Path, array: np.ndarray) -> None:
-    """Writer for the NORB binary-matrix format, independent of the reader under test."""
-    magic = {np.dtype(np.uint8): 0x1E3D4C55, np.dtype(np.int32): 0x1E3D4C54}[array.dtype]
-    dims = list(array.shape) + [1] * max(0, 3 - array.ndim)
-    body = (
-        struct.pack(f"<ii{len(dims)}i", magic, array.ndim, *dims)
-        + array.astype(array.dtype.newbyteorder("<")).tobytes()
-    )
-    path.write_bytes(gzip.compress(body) if path.suffix == ".gz" else body)
-
-
 @pytest.fixture
-def norb_dir(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
-    rng = np.random.default_rng(0)
-    arrays = {
-        "train_pairs": rng.integers(0, 256, (6, 2, 96, 96), dtype=np.uint8),
-        "train_labels": np.array([0, 1, 2, 3, 4, 4], dtype=np.int32),
-        "test_pairs": rng.integers(0, 256, (4, 2, 96, 96), dtype=np.uint8),
-        "test_labels": np.array([4, 3, 0, 1], dtype=np.int32),
-    }
-    folder = tmp_path / "norb"
-    folder.mkdir()
-    train, test = (
-        "smallnorb-5x46789x9x18x6x2x96x96-training",
-        "smallnorb-5x01235x9x18x6x2x96x96-testing",
-    )
-    write_norb(folder / f"{train}-dat.mat.gz", arrays["train_pairs"])  # gzipped
-    write_norb(folder / f"{train}-cat.mat.gz", arrays["train_labels"])
-    write_norb(folder / f"{test}-dat.mat", arrays["test_pairs"])  # and plain
-    write_norb(folder / f"{test}-cat.mat", arrays["test_labels"])
-    return folder, arrays
+def norb_dir(official_files) -> tuple[Path, dict[str, np.ndarray]]:
+    return official_files.smallnorb()  # training files gzipped, testing plain
 
 
 def test_smallnorb_reader_on_tiny_files_in_the_real_format(
@@ -411,9 +375,9 @@ def test_smallnorb_truncated_and_wrong_magic(norb_dir: tuple[Path, dict[str, np.
         load_dataset("smallnorb", data_dir=folder, cache=False)
 
 
-def test_smallnorb_bad_labels(norb_dir: tuple[Path, dict[str, np.ndarray]]) -> None:
+def test_smallnorb_bad_labels(norb_dir: tuple[Path, dict[str, np.ndarray]], official_files) -> None:
     folder, _ = norb_dir
-    write_norb(
+    official_files.write_norb(
         folder / "smallnorb-5x01235x9x18x6x2x96x96-testing-cat.mat",
         np.array([0, 1, 7, 2], dtype=np.int32),
     )
@@ -421,14 +385,16 @@ def test_smallnorb_bad_labels(norb_dir: tuple[Path, dict[str, np.ndarray]]) -> N
         load_dataset("smallnorb", data_dir=folder, cache=False)
 
 
-def test_cache_follows_source_changes(norb_dir: tuple[Path, dict[str, np.ndarray]]) -> None:
+def test_cache_follows_source_changes(
+    norb_dir: tuple[Path, dict[str, np.ndarray]], official_files
+) -> None:
     folder, arrays = norb_dir
     first = load_dataset("smallnorb", data_dir=folder)
     second = load_dataset("smallnorb", data_dir=folder)
     assert second.meta["cache"] == first.meta["cache"]
     assert np.array_equal(second.train_images, first.train_images)
     cat = folder / "smallnorb-5x01235x9x18x6x2x96x96-testing-cat.mat"
-    write_norb(cat, np.array([1, 1, 1, 1], dtype=np.int32))
+    official_files.write_norb(cat, np.array([1, 1, 1, 1], dtype=np.int32))
     os.utime(cat, ns=(time.time_ns(), time.time_ns() + 10**9))  # a new mtime even on coarse clocks
     third = load_dataset("smallnorb", data_dir=folder)
     assert third.test_labels.tolist() == [1, 1, 1, 1]

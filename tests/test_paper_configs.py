@@ -8,7 +8,8 @@ preset, scores, every policy, C, seed, and every featurizer parameter (the overr
 the file's ``featurizer_params`` with the tiny values merged in), so a renamed field,
 policy, score, preset or featurizer parameter fails here.
 
-Data come from ``../shared/data`` (fixture ``shared_data``) in two cheap forms, so the
+Data come from the real data sets (fixture ``real_data``: ``$LEANAUG_TEST_DATA`` or
+``../shared/data``; skipped without them) in two cheap forms, so the
 whole file stays well under a minute on 2 busy cores:
 
 * CIFAR-10: a slice of the JPEG export copied into a temporary image folder (the first
@@ -70,8 +71,8 @@ def test_paper_configs_cover_both_tasks_and_three_augmentations():
 
 
 @pytest.fixture(scope="module")
-def cifar_slice(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = shared_data / "cifar10-jpg"
+def cifar_slice(real_data, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    src = real_data("cifar10-jpg")
     dst = tmp_path_factory.mktemp("cifar10-slice")
     for split in ("train", "test"):
         for class_name in sorted(os.listdir(src / split)):  # strings: sorting 50,000 Paths is slow
@@ -97,13 +98,11 @@ def _short_mnist_test(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.stem)
-def test_paper_config_runs_on_a_tiny_slice(
-    path, shared_data, request, tmp_path, monkeypatch, capsys
-):
+def test_paper_config_runs_on_a_tiny_slice(path, real_data, request, tmp_path, monkeypatch, capsys):
     file_cfg = yaml.safe_load(path.read_text())
     dataset = file_cfg["dataset"]
     if dataset == "mnist":
-        data_dir = shared_data
+        data_dir = real_data("mnist")
         _short_mnist_test(monkeypatch)
     else:
         data_dir = request.getfixturevalue("cifar_slice")
