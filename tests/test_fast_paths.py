@@ -53,6 +53,10 @@ def test_channels_last_same_logits_and_gradients():
 
 
 def test_bfloat16_autocast_close_to_float32():
+    """bf16 logits, loss and matching gradients close to float32: the gradients by
+    direction (cosine) AND by size (norm ratio). Planted bug it catches: the bf16 path
+    scaling the gradient reaching the images by 2 (``x = 2 * x - x.detach()`` before the
+    autocast forward: same values, doubled gradient), which the cosine alone passes."""
     model, start, target, images, labels = _problem()
     fast = FlatModel(model.module, precision="bfloat16")
     out, ref_out = fast(start, images), model(start, images)
@@ -63,6 +67,10 @@ def test_bfloat16_autocast_close_to_float32():
     got = _grads(fast, start, target, images, labels, "constant")
     cos = F.cosine_similarity(got.grad_images.flatten(), ref.grad_images.flatten(), dim=0)
     assert cos > 0.95
+    ratio = float(got.grad_images.norm() / ref.grad_images.norm())
+    assert 0.9 < ratio < 1.1, ratio
+    alpha_ratio = float(got.grad_alpha / ref.grad_alpha)
+    assert 0.9 < alpha_ratio < 1.1, alpha_ratio
     assert abs(float(got.loss) - float(ref.loss)) / float(ref.loss) < 0.05
 
 
