@@ -51,6 +51,9 @@ def real_data_root() -> Path | None:
     return SHARED_DATA if SHARED_DATA.is_dir() else None
 
 
+REAL_DATA_SKIP = "needs the real data sets"
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Callable[[str], Path]:
     """``real_data("mnist")`` -> the folder of the real data set; skips when absent."""
@@ -59,7 +62,7 @@ def real_data() -> Callable[[str], Path]:
         root = real_data_root()
         if root is None:
             pytest.skip(
-                f"needs the real data sets: set {TEST_DATA_ENV}=DIR (a folder with mnist/ "
+                f"{REAL_DATA_SKIP}: set {TEST_DATA_ENV}=DIR (a folder with mnist/ "
                 "and cifar10-jpg/) or put them in ../shared/data"
             )
         folder = root / name
@@ -74,6 +77,18 @@ def real_data() -> Callable[[str], Path]:
 def shared_data(real_data: Callable[[str], Path]) -> Path:
     """The real data root (the older name of ``real_data()``); skips when absent."""
     return real_data("")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # -ra lists skips by test location; add one line with the total for missing data.
+    skipped = [
+        r for r in terminalreporter.stats.get("skipped", []) if REAL_DATA_SKIP in str(r.longrepr)
+    ]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} tests skipped because they {REAL_DATA_SKIP} (MNIST, CIFAR-10), "
+            f"which are not here: set {TEST_DATA_ENV}=DIR or put them in ../shared/data"
+        )
 
 
 # --- synthetic files in the official formats ----------------------------------------
