@@ -86,8 +86,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     ]
     if skipped:
         terminalreporter.write_line(
-            f"{len(skipped)} tests skipped because they {REAL_DATA_SKIP} (MNIST, CIFAR-10), "
-            f"which are not here: set {TEST_DATA_ENV}=DIR or put them in ../shared/data"
+            f"{len(skipped)} tests skipped: they need the real MNIST / CIFAR-10 files, which "
+            f"are not here (set {TEST_DATA_ENV}=DIR or put them in ../shared/data)"
         )
 
 
