@@ -41,6 +41,9 @@ def tiny_run(tmp_path_factory):
 
 
 def test_files_rows_and_baselines(tiny_run):
+    """Files, rows and baselines of a tiny run. Rows come sorted by (score, policy, trial,
+    budget), and each row's ``n_augmented`` is its own budget's count. Planted bug it
+    catches: a row recording another budget's selection size (values still {5, N})."""
     cfg, summary = tiny_run
     out = summary["out"]
     for name in (
@@ -54,7 +57,9 @@ def test_files_rows_and_baselines(tiny_run):
     res = read_parquet(out / "results.parquet")
     assert len(res) == 2 * 1 * 2  # pairs x trials x budgets
     assert set(res["policy"]) == {"random", "topk"}
-    assert res["n_augmented"].tolist() == [5, N, 5, N] or set(res["n_augmented"]) == {5, N}
+    assert res["policy"].tolist() == ["random", "random", "topk", "topk"]
+    assert res["budget"].tolist() == [5, N, 5, N]
+    assert res["n_augmented"].tolist() == [5, N, 5, N]
     base = read_json(out / "baselines.json")
     assert 0.5 < base["frozen"]["full_augmentation"]["accuracy_augmented_test"] <= 1.0
     k = 4  # digits translate: 4 copies
