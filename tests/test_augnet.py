@@ -188,25 +188,36 @@ def test_subsets_are_stratified_nested_and_checked():
 
 
 def test_train_on_augmented_applies_the_transform_to_every_batch():
-    x, y, _ = _batch(n=20, size=8)
-    y = torch.arange(20) % 3
+    """An easy task (a bright band whose row gives the class): trained on the transform's
+    output of every batch, the network reaches 100 %; a transform that blanks the images
+    leaves it near chance. Planted bug it catches: the transform called but its output
+    not used for training (``transform(x, ...)`` without ``x =``), which the spy's call
+    count alone passes."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(30) % 3
+    x = 0.3 * torch.randn(30, 1, 8, 8, generator=g)
+    for c in range(3):
+        x[y == c, :, 2 * c : 2 * c + 3, 1:7] += 2.0
     seen = []
 
     def spy(xb, yb, index, gen):
         seen.append(index.clone())
+        torch.testing.assert_close(xb, x[index])  # the batch really is train_x[index]
         return xb
+
+    def blank(xb, yb, index, gen):
+        return torch.zeros_like(xb)
 
     network = dict(
         name="convnet", in_channels=1, num_classes=3, image_size=[8, 8], width=4, depth=2
     )
-    res = train_on_augmented(
-        x, y, x, y, network, transform=spy, steps=5, batch_size=8, runs=1, device="cpu"
-    )
-    assert len(seen) == 5 and all(len(s) <= 8 for s in seen)
-    assert 0.0 <= res.final_accuracy[0] <= 1.0
-    again = train_on_augmented(
-        x, y, x, y, network, transform=spy, steps=5, batch_size=8, runs=1, device="cpu"
-    )
+    kw = dict(steps=10, batch_size=8, lr=0.05, runs=1, device="cpu")
+    res = train_on_augmented(x, y, x, y, network, transform=spy, **kw)
+    assert len(seen) == 10 and all(len(s) <= 8 for s in seen)
+    assert res.final_accuracy == [1.0]
+    blanked = train_on_augmented(x, y, x, y, network, transform=blank, **kw)
+    assert blanked.final_accuracy[0] < 0.5
+    again = train_on_augmented(x, y, x, y, network, transform=spy, **kw)
     assert again.final_accuracy == res.final_accuracy  # seeded
 
 
