@@ -348,28 +348,29 @@ def _data(args):
     return cfg, pre, ds
 
 
-def _transform(cond: Condition, cfg, pre, args):
-    from leanaug.distill.augment_training import (
-        Compose,
-        DSATransform,
-        KorniaAutoTransform,
-        PhiTransform,
-    )
-    from leanaug.distill.augnet import load_phi
-    from leanaug.distill.dsa import DSA
+#: each condition's method as (phi applied?, the library's train-time augmentation name)
+METHODS = {
+    "plain": (False, "none"),
+    "dsa": (False, "dsa"),
+    "trivialaugment": (False, "trivialaugment"),
+    "phi": (True, "none"),
+    "phi+dsa": (True, "dsa"),
+}
 
-    dsa = DSATransform(DSA(**cfg["training"]["dsa"]))
-    if cond.method == "plain":
-        return None
-    if cond.method == "dsa":
-        return dsa
-    if cond.method == "trivialaugment":
-        return KorniaAutoTransform("trivialaugment", pre)
-    if cond.method in ("phi", "phi+dsa"):
+
+def _transform(cond: Condition, cfg, pre, args):
+    """The condition's per-batch transform, built by the library
+    (:func:`leanaug.distill.transforms.train_transform`, as ``leanaug evaluate PHI_DIR``)."""
+    from leanaug.distill.augnet import load_phi
+    from leanaug.distill.transforms import train_transform
+
+    if cond.method not in METHODS:
+        raise ValueError(f"unknown method {cond.method!r}; valid: {', '.join(METHODS)}")
+    with_phi, augment = METHODS[cond.method]
+    phi = None
+    if with_phi:
         phi, _ = load_phi(phi_dir(args.out, cond.family, cond.phi_fraction) / "phi.safetensors")
-        phi_t = PhiTransform(phi)
-        return phi_t if cond.method == "phi" else Compose(phi_t, dsa)
-    raise ValueError(cond.method)
+    return train_transform(augment, phi=phi, dsa_config=cfg["training"]["dsa"], preprocessor=pre)
 
 
 def part_eval(args) -> None:

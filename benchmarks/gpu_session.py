@@ -427,13 +427,10 @@ def phase_augdistill(s: Session, info: dict, test, ds, device, share: float) -> 
 
     from leanaug.distill.augment_training import (
         AugmentDistillation,
-        Compose,
-        DSATransform,
-        PhiTransform,
         subset_indices,
         train_on_augmented,
     )
-    from leanaug.distill.dsa import DSA
+    from leanaug.distill.transforms import train_transform
 
     a = s.args
     end = elapsed() + share
@@ -494,9 +491,12 @@ def phase_augdistill(s: Session, info: dict, test, ds, device, share: float) -> 
     idx = subset_indices(ds.train_labels, a.phi_subset, 0)
     x = pre.transform(ds.train_images[idx], device=device)
     y = torch.as_tensor(ds.train_labels[idx])
-    dsa = DSATransform(DSA(**exp_cfg["training"]["dsa"]))
     phi = phi.to(device)
-    conditions = {"dsa": dsa, "phi+dsa": Compose(PhiTransform(phi), dsa)}
+    dsa_cfg = exp_cfg["training"]["dsa"]
+    conditions = {
+        "dsa": train_transform("dsa", dsa_config=dsa_cfg),
+        "phi+dsa": train_transform("dsa", phi=phi, dsa_config=dsa_cfg),
+    }
     got: dict[str, list[float]] = {k: [] for k in conditions}
     longest = 0.0
     for r in range(a.eval_runs):

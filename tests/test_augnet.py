@@ -376,3 +376,160 @@ def test_shipped_mnist_phi_configs_run(tiny_experts, tmp_path, config):
     assert phi.family == yaml.safe_load(config.read_text())["phi"]
     assert meta["alpha"] > 0
     assert len(pd.read_parquet(out / "log.parquet")) == 1
+
+
+# --------------------------------------------------------------------------- evaluate PHI_DIR
+EVAL_FAST = ["--runs", "2", "--epochs", "3", "--eval-every", "1", "--batch-size", "64"]
+
+
+@pytest.fixture
+def one_thread():
+    # tiny networks: a second intra-op thread costs more than it gives on a loaded 2-core
+    # machine (as in test_evaluate.py); the results do not depend on the thread count
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _evaluate(*argv):
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", *argv, *EVAL_FAST, "--device", "cpu"])
+    return info.value.code
+
+
+def _digest(indices):
+    import hashlib
+
+    import numpy as np
+
+    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def tiny_phis(tiny_experts, tmp_path_factory):
+    """phi runs on the 20 % subset of seed 3 (not the CLI defaults 10 % / seed 0): the
+    identity phi of 0 iterations (through the CLI) and one moved by 3 iterations."""
+    root = tmp_path_factory.mktemp("phis")
+    argv = _augment_argv(tiny_experts, root / "p0", "--iterations", "0", "--picture-every", "0")
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--subset", "0.2", "--subset-seed", "3"])
+    assert info.value.code in (0, None)
+    settings = {**_fast(), "subset": 0.2, "subset_seed": 3, "picture_every": 0, "lr_phi": 0.05}
+    est = AugmentDistillation(iterations=3, **settings).fit(
+        tiny_experts, root / "p3", progress=False
+    )
+    assert est.log_["phi_change"].iloc[-1] > 0  # phi has moved away from the identity
+    return root / "p0", root / "p3", est.subset_indices_
+
+
+def test_cli_evaluate_phi_dir_trains_on_phi_of_the_runs_subset(
+    tiny_experts, one_thread, tiny_phis, tmp_path, capsys
+):
+    import json
+
+    from leanaug.data import load_dataset
+
+    p0, p3, run_subset = tiny_phis
+    assert _evaluate(str(p0), "--augment", "none") in (0, None)
+    out = capsys.readouterr().out
+    assert "phi@0.2: final test accuracy" in out and "phi@0.2: best-epoch test accuracy" in out
+    ident = json.loads((p0 / "eval-phi-p0.2.json").read_text())  # next to phi by default
+    # the subset is the run's own (20 %, seed 3), not the default seed's
+    assert ident["subset"]["sha256"] == _digest(run_subset)
+    labels = load_dataset("digits").train_labels
+    assert _digest(subset_indices(labels, 0.2, 0)) != _digest(run_subset)
+    assert ident["subset"]["size"] == len(run_subset) == ident["config"]["n_train"]
+    assert ident["phi"]["family"] == "residual" and ident["phi"]["iterations"] == 0
+    assert len(ident["final_accuracy"]) == 2 and 0 < ident["final_mean"] <= 1
+    assert "best_epoch_mean" in ident and ident["lr_source"] == "experts"
+
+    # the identity phi trains exactly as the real subset without phi (same seeds)
+    plain_json = tmp_path / "plain.json"
+    argv = ["--experts", str(tiny_experts), "--subset", "0.2", "--subset-seed", "3"]
+    assert _evaluate(*argv, "--augment", "none", "--out", str(plain_json)) in (0, None)
+    plain = json.loads(plain_json.read_text())
+    assert plain["subset"] == ident["subset"] and plain["phi"] is None
+    assert plain["curves"] == ident["curves"]
+    assert plain["final_accuracy"] == ident["final_accuracy"]
+    # a phi that has moved changes the training (same seeds, same subset)
+    assert _evaluate(str(p3), "--augment", "none", "--out", str(tmp_path)) in (0, None)
+    moved = json.loads((tmp_path / "eval-phi-p0.2.json").read_text())
+    assert moved["subset"] == ident["subset"] and moved["curves"] != ident["curves"]
+
+    # phi + DSA (the default augmentation) and the phi file itself as the argument
+    capsys.readouterr()
+    assert _evaluate(str(p3 / "phi.safetensors")) in (0, None)
+    assert "phi+dsa@0.2: final test accuracy" in capsys.readouterr().out
+    both = json.loads((p3 / "eval-phi+dsa-p0.2.json").read_text())
+    assert both["augment"] == "dsa" and both["config"]["transform"]["dsa"]["strategy"]
+    assert both["config"]["transform"]["phi"]["family"] == "residual"
+    assert both["curves"] != moved["curves"]
+
+
+def test_evaluate_subset_baselines_from_python(tiny_experts, one_thread, tiny_phis):
+    from leanaug.distill.evaluate import evaluate_subset
+
+    p0, _, run_subset = tiny_phis
+    common = dict(runs=1, epochs=2, batch_size=64, device="cpu")
+    noflip = evaluate_subset(p0, augment="dsa-noflip", **common)
+    strategy = noflip.config["transform"]["dsa"]["strategy"]
+    assert "flip" not in strategy and "rotate" in strategy
+    assert noflip.config["subset"]["sha256"] == _digest(run_subset)
+    ta = evaluate_subset(
+        experts=tiny_experts, subset=0.2, subset_seed=3, augment="trivialaugment", **common
+    )
+    assert ta.config["phi"] is None and ta.config["transform"]["augment"] == "trivialaugment"
+    assert ta.config["n_train"] == len(run_subset)
+    # a larger subset of the same seed holds phi's (nested), at its own size
+    wider = evaluate_subset(p0, subset=0.4, augment="none", **common)
+    assert wider.config["subset"]["size"] > len(run_subset)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["{p0}", "--augment", "nosuch"],
+            "unknown train-time augmentation 'nosuch'; valid names: dsa, dsa-noflip, none, "
+            "randaugment, trivialaugment",
+        ),
+        (["--experts", "{experts}", "--subset", "0.1", "--augment", "flip"], "valid names: dsa,"),
+        (["{p0}", "--augment", "dsa", "--no-dsa"], "not both"),
+        (["{p0}", "--subset", "0"], "(0, 1]"),
+        (["--subset", "0.1"], "--subset needs --experts"),
+        (["--experts", "{experts}"], "give IMAGES"),
+        (["random:2", "--experts", "{experts}", "--augment", "dsa"], "--augment: only with"),
+        (["{p0}", "--experts", "{other}"], "not the experts phi"),
+        (["{unfinished}"], "has not finished"),
+    ],
+)
+def test_cli_evaluate_phi_bad_input_exits_2_with_one_line(
+    tiny_experts, one_thread, tiny_phis, tmp_path, capsys, args, message
+):
+    other = tmp_path / "other"
+    if "{other}" in args:  # experts of another data set size: not phi's
+        argv = ["distill", "experts", "--dataset", "digits", "--n-train", "300", "--experts"]
+        argv += ["1", "--epochs", "1", "--width", "8", "--depth", "2", "--out", str(other)]
+        with pytest.raises(SystemExit):
+            main([*argv, "--device", "cpu"])
+        capsys.readouterr()
+    unfinished = tmp_path / "unfinished"  # a phi run killed before its end: no phi file
+    unfinished.mkdir()
+    (unfinished / "augment_config.json").write_text("{}")
+    subs = {"{p0}": str(tiny_phis[0]), "{experts}": str(tiny_experts), "{other}": str(other)}
+    subs["{unfinished}"] = str(unfinished)
+    assert _evaluate(*[subs.get(a, a) for a in args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and message in err, err
+
+
+def test_free_phi_is_tied_to_its_subset(tiny_experts, one_thread, tmp_path):
+    from leanaug.distill.evaluate import evaluate_subset
+
+    settings = {**_fast(), "phi": "free", "phi_options": {}, "picture_every": 0}
+    AugmentDistillation(iterations=0, **settings).fit(tiny_experts, tmp_path, progress=False)
+    with pytest.raises(LeanaugError, match="cannot be applied to subset 0.5"):
+        evaluate_subset(tmp_path, subset=0.5, runs=1, epochs=1, device="cpu")
+    own = evaluate_subset(tmp_path, augment="none", runs=1, epochs=1, device="cpu")
+    assert own.config["phi"]["family"] == "free"

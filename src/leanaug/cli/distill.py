@@ -6,6 +6,9 @@
 * ``leanaug evaluate IMAGES``: train fresh networks on a distilled image file, on
   ``random:N`` real images per class or on the ``full`` training set; report the final and
   the best-epoch test accuracy.
+* ``leanaug evaluate PHI_DIR [--subset P] [--augment NAME]``: the same on phi(x) for x in the
+  subset of a ``distill augment`` run; ``leanaug evaluate --experts E --subset P``: on a real
+  subset (the hand-made baselines, ``--augment dsa|dsa-noflip|trivialaugment|none``).
 
 ``--config FILE`` (YAML or JSON, keys = option names) sets options; flags given on the
 command line win over the file.
@@ -374,7 +377,10 @@ def _output_path(out: Path | None, images: str, experts: Path | None) -> Path:
 def evaluate_command(
     ctx: typer.Context,
     images: str = typer.Argument(
-        ..., help="A distilled image file (.safetensors), 'random:N' or 'full'."
+        None,
+        help="A distilled image file (.safetensors), 'random:N', 'full', or a 'distill augment' "
+        "run folder (PHI_DIR, or its phi.safetensors): phi(x) for x in --subset. Omit it with "
+        "--subset for a real subset.",
     ),
     experts: Path = typer.Option(None, help="Experts folder: preprocessing, network and data set."),
     dataset: str = typer.Option(None, help="Without --experts: the data set to test on."),
@@ -387,12 +393,25 @@ def evaluate_command(
     runs: int = typer.Option(5, help="Fresh networks to train."),
     epochs: int = typer.Option(1000, help="Training epochs per run (lr x0.1 at half)."),
     lr: float = typer.Option(
-        None, help="Learning rate (default: the file's learned lr, else the experts' lr)."
+        None, help="Learning rate (default: an image file's learned lr, else the experts' lr)."
     ),
     batch_size: int = typer.Option(256, help="Minibatch size."),
     momentum: float = typer.Option(0.9, help="SGD momentum."),
     weight_decay: float = typer.Option(5e-4, help="SGD weight decay."),
     dsa: bool = typer.Option(True, "--dsa/--no-dsa", help="DSA augmentation while training."),
+    subset: float = typer.Option(
+        None,
+        help="With PHI_DIR or without IMAGES: train on this fraction of the training set, drawn "
+        "as 'distill augment' draws it (class-stratified, nested; default with PHI_DIR: its own).",
+    ),
+    subset_seed: int = typer.Option(
+        None, help="Seed of --subset (default: the phi run's, else 0 as 'distill augment')."
+    ),
+    augment: str = typer.Option(
+        None,
+        help="With PHI_DIR or --subset: train-time augmentation after phi: dsa (the experts'), "
+        "dsa-noflip, trivialaugment, randaugment or none (default: dsa; none with --no-dsa).",
+    ),
     eval_every: int = typer.Option(
         None, help="Test every this many epochs (default epochs // 20)."
     ),
@@ -403,8 +422,14 @@ def evaluate_command(
     out: Path = typer.Option(None, help="JSON file (or folder) for the results."),
     config: Path = typer.Option(None, help="YAML/JSON file of option values (flags win)."),
 ) -> None:
-    """Evaluate a training set: train fresh ConvNets on it, report test accuracy."""
+    """Evaluate a training set: train fresh ConvNets on it, report test accuracy.
+
+    The training set is an image file, random:N, full, phi(subset) of a phi run folder, or a
+    real --subset.
+    """
     v = _merge_config(ctx, dict(ctx.params), config, evaluate_command)
+    if _evaluate_subset_command(ctx, v):
+        return
     from leanaug.distill.evaluate import (
         evaluate_images,
         evaluate_random_real,
@@ -542,6 +567,91 @@ def evaluate_command(
         "(max over test evaluations: selected on the test set, the figure papers quote)"
     )
     typer.echo(f"wrote {path}")
+
+
+def _evaluate_subset_command(ctx: typer.Context, v: dict[str, Any]) -> bool:
+    """``evaluate PHI_DIR [--subset P]`` and ``evaluate --subset P``: train on phi(subset) or
+    on the real subset (:func:`leanaug.distill.evaluate.evaluate_subset`). False when IMAGES
+    is an image file, ``random:N`` or ``full`` (the other path)."""
+    from leanaug.distill.evaluate import evaluate_subset, phi_run_dir
+    from leanaug.results import write_json
+
+    spec = v["images"]
+    phi_dir = phi_run_dir(spec) if spec is not None else None
+    asked = [f for f in ("subset", "subset_seed", "augment") if v[f] is not None]
+    if spec is not None and phi_dir is None:
+        if asked:
+            flags = ", ".join("--" + f.replace("_", "-") for f in asked)
+            raise LeanaugError(
+                f"{flags}: only with a 'distill augment' run folder or without IMAGES, not with {spec}"
+            )
+        return False
+    if phi_dir is None and v["subset"] is None:
+        raise LeanaugError(
+            "give IMAGES (an image file, random:N, full or a phi run folder) or --subset P"
+        )
+    if phi_dir is None and v["experts"] is None:
+        raise LeanaugError("--subset needs --experts DIR (the data set, preprocessing, network)")
+    source = ctx.get_parameter_source("dsa")
+    if v["augment"] is not None and getattr(source, "name", None) == "COMMANDLINE":
+        raise LeanaugError("give --augment NAME or --dsa/--no-dsa, not both")
+    augment = v["augment"] if v["augment"] is not None else ("dsa" if v["dsa"] else "none")
+    result = evaluate_subset(
+        phi_dir,
+        experts=v["experts"],
+        subset=v["subset"],
+        subset_seed=v["subset_seed"],
+        augment=augment,
+        data_dir=v["data_dir"],
+        lr=v["lr"],
+        epochs=v["epochs"],
+        runs=v["runs"],
+        batch_size=v["batch_size"],
+        momentum=v["momentum"],
+        weight_decay=v["weight_decay"],
+        eval_every=v["eval_every"],
+        seed=v["seed"],
+        device=v["device"],
+        progress=True,
+    )
+    cfg = result.config
+    fraction = cfg["subset"]["fraction"]
+    method = ("phi" if phi_dir is not None else "") + (
+        "" if augment == "none" else ("+" if phi_dir is not None else "") + augment
+    )
+    label = f"{method or 'plain'}@{fraction:g}"
+    name = f"eval-{(method or 'plain')}-p{fraction:g}.json"
+    where = phi_dir if phi_dir is not None else Path(cfg["experts"])
+    out = v["out"]
+    path = (
+        (out / name if (out.is_dir() or str(out).endswith(("/", "\\"))) else out)
+        if out is not None
+        else where / name
+    )
+    payload = {
+        "images": str(phi_dir) if phi_dir is not None else f"subset:{fraction:g}",
+        "experts": cfg["experts"],
+        "augment": augment,
+        "subset": cfg["subset"],
+        "phi": cfg["phi"],
+        "lr": cfg["lr"],
+        "lr_source": cfg["lr_source"],
+        "device": cfg["device"],
+        **result.to_dict(),
+    }
+    write_json(path, payload)
+    lr_source = "--lr" if cfg["lr_source"] == "lr" else cfg["lr_source"]
+    n = cfg["subset"]["size"]
+    typer.echo(
+        f"{label}: final test accuracy {100 * result.final_mean:.2f} +- {100 * result.final_std:.2f} % "
+        f"({result.runs} runs, {v['epochs']} epochs, {n} training images, lr {cfg['lr']:g} from {lr_source})"
+    )
+    typer.echo(
+        f"{label}: best-epoch test accuracy {100 * result.best_mean:.2f} +- {100 * result.best_std:.2f} % "
+        "(max over test evaluations: selected on the test set, the figure papers quote)"
+    )
+    typer.echo(f"wrote {path}")
+    return True
 
 
 def register_top_level(root: typer.Typer) -> None:

@@ -204,6 +204,13 @@ class EvalResult:
         )
 
 
+def _describe(transform: Any) -> Any:
+    """A transform's ``config()`` (JSON-able) when it has one, else its class name."""
+    if transform is None:
+        return None
+    return transform.config() if hasattr(transform, "config") else type(transform).__name__
+
+
 def evaluate_images(
     train_images: Tensor,
     train_labels: Tensor,
@@ -222,6 +229,7 @@ def evaluate_images(
     *,
     eval_every: int | None = None,
     dsa_strategy: str = DEFAULT_STRATEGY,
+    transform: Callable[[Tensor, Tensor, Tensor, torch.Generator], Tensor] | None = None,
     run_offset: int = 0,
     progress: bool = False,
 ) -> EvalResult:
@@ -230,7 +238,10 @@ def evaluate_images(
     ``network_config`` is the ``network`` entry of an experts config.json (``name`` +
     constructor arguments). ``eval_every`` (default ``max(1, epochs // 20)``) sets how
     often the test accuracy is measured for the best-epoch figure; the final epoch is
-    always measured. Run ``r`` is seeded from ``(seed, r + run_offset)``.
+    always measured. Run ``r`` is seeded from ``(seed, r + run_offset)``. ``transform``
+    (``transform(x, y, index, generator) -> x'``, see :func:`train_epoch`) maps every
+    training batch before DSA, e.g. phi or a train-time augmentation
+    (:func:`leanaug.distill.transforms.train_transform`).
     """
     lr = float(lr)
     if not np.isfinite(lr) or lr <= 0:
@@ -259,6 +270,7 @@ def evaluate_images(
         "weight_decay": weight_decay,
         "lr_decay": {"factor": 0.1, "at_epoch": decay_at},
         "dsa": augment.config() if augment is not None else None,
+        "transform": _describe(transform),
         "eval_every": eval_every,
         "seed": seed,
         "n_train": int(train_x.shape[0]),
@@ -301,6 +313,7 @@ def evaluate_images(
                     batch_size=batch_size,
                     generator=gen,
                     dsa=augment,
+                    transform=transform,
                 )
                 if not np.isfinite(loss):
                     raise LeanaugError(
@@ -360,3 +373,238 @@ def evaluate_random_real(
         "a fresh random subset per run (random_real_indices(labels, N, seed, run))"
     )
     return result
+
+
+# --------------------------------------------------------------------------- phi(subset)
+def phi_run_dir(path: str | os.PathLike[str]) -> Path | None:
+    """The ``distill augment`` run folder ``path`` names (the folder itself, or its
+    ``phi.safetensors``), or ``None`` when ``path`` is not one."""
+    from leanaug.distill.augment_training import PHI_NAME, SETTINGS_NAME
+    from leanaug.distill.augnet import PHI_FORMAT
+
+    path = Path(path)
+    if path.is_dir():
+        return path if (path / SETTINGS_NAME).is_file() or (path / PHI_NAME).is_file() else None
+    if path.is_file() and path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                fmt = (f.metadata() or {}).get("format")
+        except Exception:  # noqa: BLE001 - not a safetensors file: not a phi file either
+            return None
+        return path.parent if fmt == PHI_FORMAT else None
+    return None
+
+
+def _subset_digest(indices: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()
+
+
+def evaluate_subset(
+    phi_dir: str | os.PathLike[str] | None = None,
+    *,
+    experts: str | os.PathLike[str] | None = None,
+    subset: float | None = None,
+    subset_seed: int | None = None,
+    augment: str = "dsa",
+    data_dir: str | os.PathLike[str] | None = None,
+    lr: float | None = None,
+    epochs: int = 1000,
+    runs: int = 5,
+    batch_size: int = 256,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    eval_every: int | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    progress: bool = False,
+) -> EvalResult:
+    """Train fresh networks on ``phi(x)`` (or ``x``) for ``x`` in a subset of the real data.
+
+    The protocol of :func:`evaluate_images` (fresh ConvNets of the experts' architecture,
+    SGD, ``lr`` x0.1 after half the epochs, final and best-epoch test accuracy over
+    ``runs``) on a class-stratified subset drawn by
+    :func:`leanaug.distill.augment_training.subset_indices`, the function
+    ``distill augment`` draws its subset with. Each training batch goes through the frozen
+    phi (a fresh noise draw per batch) and then the train-time augmentation ``augment``
+    (:data:`leanaug.distill.transforms.TRAIN_AUGMENTATIONS`).
+
+    Parameters
+    ----------
+    phi_dir : path, optional
+        A ``leanaug distill augment`` run folder (or its ``phi.safetensors``). Without
+        it, the networks train on the real subset itself (the hand-made baselines).
+    experts : path, optional
+        The experts folder: data set, preprocessing, network and default learning rate.
+        Default: the folder the phi run was learned from (recorded in its phi file).
+        Required without ``phi_dir``.
+    subset : float, optional
+        Fraction of the training set in (0, 1]. Default: the phi run's own fraction.
+        Required without ``phi_dir``.
+    subset_seed : int, optional
+        Seed of the subset. Default: the phi run's own, else 0 (``distill augment``'s
+        default). Subsets of one seed are nested, so a larger fraction holds phi's subset.
+    augment : str
+        ``none``, ``dsa``, ``dsa-noflip``, ``trivialaugment`` or ``randaugment``, applied
+        after phi. ``"dsa"`` with a phi is the "phi + DSA" condition of the benchmark.
+    data_dir : path, optional
+        Folder with the data set's files (overrides the experts').
+    lr : float, optional
+        Learning rate. Default: the experts' (phi's learned alpha is the step size of an
+        N-step matching unroll, not a training learning rate; it is recorded only).
+    epochs, runs, batch_size, momentum, weight_decay, eval_every, seed, device, progress
+        As for :func:`evaluate_images`.
+
+    Returns
+    -------
+    EvalResult
+        Its ``config`` also holds ``subset`` (fraction, seed, size and the SHA-256 of the
+        int64 indices), ``augment``, ``phi`` (run folder, family, iterations, alpha, the
+        subset it was learned on; ``None`` without phi) and ``lr_source``.
+
+    Raises
+    ------
+    LeanaugError
+        An unknown ``augment`` (the message lists the valid names), a missing or unfinished
+        phi run, experts other than phi's, a subset that differs from the run's for a phi
+        that is tied to its training images (``free``).
+
+    Examples
+    --------
+    Train three networks for 300 epochs on phi(x), then DSA, for x in the subset phi was
+    learned on, and on the same subset without phi:
+
+    >>> from leanaug.distill.evaluate import evaluate_subset
+    >>> phi = evaluate_subset("runs/phi-residual-p0.1", runs=3, epochs=300)  # doctest: +SKIP
+    >>> dsa = evaluate_subset(experts="runs/experts-mnist", subset=0.1, runs=3,
+    ...                       epochs=300, augment="dsa")  # doctest: +SKIP
+    >>> print(phi.summary(), dsa.summary(), sep="\\n")  # doctest: +SKIP
+    """
+    from leanaug.distill.augment_training import PHI_NAME, SETTINGS_NAME, subset_indices
+    from leanaug.distill.augnet import load_phi
+    from leanaug.distill.experts import load_config, load_dataset_for, load_preprocessor
+    from leanaug.distill.transforms import TRAIN_AUGMENTATIONS, train_transform
+    from leanaug.results import read_json
+
+    TRAIN_AUGMENTATIONS.get(augment)  # an unknown name fails before any file is read
+    phi = None
+    phi_info: dict[str, Any] | None = None
+    if phi_dir is not None:
+        run_dir = phi_run_dir(phi_dir)
+        if run_dir is None:
+            raise DataError(f"{phi_dir} is not a 'distill augment' run folder (no {SETTINGS_NAME})")
+        if not (run_dir / PHI_NAME).is_file():
+            raise DataError(
+                f"{run_dir} holds no {PHI_NAME}: the phi run has not finished (run the same "
+                "'leanaug distill augment' command again to finish it)"
+            )
+        if not (run_dir / SETTINGS_NAME).is_file():
+            raise DataError(f"{run_dir} holds {PHI_NAME} but no {SETTINGS_NAME}")
+        settings = read_json(run_dir / SETTINGS_NAME)
+        phi, meta = load_phi(run_dir / PHI_NAME)
+        if experts is None:
+            experts = meta.get("experts")
+            if experts is None or not Path(experts).is_dir():
+                raise LeanaugError(
+                    f"{run_dir}: phi was learned from experts {experts!r}, which are not found "
+                    "here; give --experts DIR"
+                )
+        run_subset, run_seed = float(settings["subset"]), int(settings["subset_seed"])
+        subset = run_subset if subset is None else subset
+        subset_seed = run_seed if subset_seed is None else subset_seed
+        phi_info = {
+            "dir": str(run_dir),
+            "family": phi.family,
+            "iterations": meta.get("iterations"),
+            "alpha": meta.get("alpha"),
+            "subset": run_subset,
+            "subset_seed": run_seed,
+            "subset_size": settings.get("subset_size"),
+        }
+    if experts is None:
+        raise LeanaugError("give a phi run folder or --experts DIR (the data set and network)")
+    if subset is None:
+        raise LeanaugError("give --subset P (a fraction of the training set in (0, 1])")
+    subset_seed = 0 if subset_seed is None else int(subset_seed)
+    subset_indices(np.zeros(1), subset)  # the (0, 1] check, before the data is read
+
+    cfg = load_config(experts)
+    if phi_info is not None:
+        _check_phi_experts(settings, cfg, Path(experts), run_dir)
+    pre = load_preprocessor(experts)
+    ds = load_dataset_for(cfg, data_dir)
+    idx = subset_indices(ds.train_labels, subset, subset_seed)  # as distill augment draws it
+    own = phi_info is not None and (subset, subset_seed) == (run_subset, run_seed)
+    if own and len(idx) != phi_info["subset_size"]:
+        raise DataError(
+            f"{run_dir}: phi was learned on {phi_info['subset_size']} images, the subset drawn "
+            f"now has {len(idx)}"
+        )
+    if phi is not None and phi.needs_index and not own:
+        raise LeanaugError(
+            f"the {phi.family} phi of {run_dir} holds one entry per image of its subset "
+            f"({run_subset:g}, seed {run_seed}); it cannot be applied to subset {subset:g}, "
+            f"seed {subset_seed}"
+        )
+    transform = train_transform(
+        augment,
+        phi=phi,
+        dsa_config=cfg.get("training", {}).get("dsa"),
+        preprocessor=pre,
+    )
+    if lr is None:
+        lr, lr_source = float(cfg["training"]["lr"]), "experts"
+    else:
+        lr_source = "lr"
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    result = evaluate_images(
+        pre.transform(ds.train_images[idx], device=dev),
+        torch.as_tensor(ds.train_labels[idx]),
+        pre.transform(ds.test_images, device=dev),
+        torch.as_tensor(ds.test_labels),
+        cfg["network"],
+        lr,
+        epochs=epochs,
+        runs=runs,
+        batch_size=batch_size,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        dsa=False,  # DSA, when asked for, is part of ``transform`` (after phi)
+        seed=seed,
+        device=dev,
+        eval_every=eval_every,
+        transform=transform,
+        progress=progress,
+    )
+    result.config.update(
+        subset={
+            "fraction": float(subset),
+            "seed": subset_seed,
+            "size": int(len(idx)),
+            "sha256": _subset_digest(idx),
+        },
+        augment=augment,
+        phi=phi_info,
+        experts=str(experts),
+        lr_source=lr_source,
+        device=str(dev),
+    )
+    return result
+
+
+def _check_phi_experts(settings: dict[str, Any], cfg: dict[str, Any], experts: Path, run: Path):
+    """The experts must be those phi was learned from (data set, preprocessing, network)."""
+    learned = settings.get("experts", {})
+    now = json.loads(json.dumps(cfg))
+    now["dataset"] = {k: v for k, v in now.get("dataset", {}).items() if k != "data_dir"}
+    diffs = [
+        key
+        for key in ("dataset", "preprocessing", "network")
+        if key in learned and learned[key] != now.get(key)
+    ]
+    if diffs:
+        raise LeanaugError(
+            f"{experts} are not the experts phi of {run} was learned from (other "
+            f"{', '.join(diffs)}); give the experts folder of that run"
+        )

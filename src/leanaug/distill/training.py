@@ -26,6 +26,7 @@ def train_epoch(
     generator: torch.Generator,
     dsa: DSA | None = None,
     forward: Callable[[Tensor], Tensor] | None = None,
+    transform: Callable[[Tensor, Tensor, Tensor, torch.Generator], Tensor] | None = None,
 ) -> float:
     """One pass over ``images`` in a random order, cross-entropy loss; returns the mean loss.
 
@@ -33,6 +34,9 @@ def train_epoch(
     order and then, batch by batch, fresh DSA parameters. The last batch may be smaller.
     ``forward`` replaces ``module(x)`` in the loss, e.g. ``training_forward(module, True)``
     made once for all epochs; it must use ``module``'s parameters (the optimizer's).
+    ``transform(x, y, index, generator) -> x'`` (e.g. a frozen phi, or one of
+    :data:`leanaug.distill.transforms.TRAIN_AUGMENTATIONS`) maps each batch before DSA;
+    ``index`` are the batch's rows of ``images``, ``generator`` the epoch's.
     """
     module.train()
     forward = module if forward is None else forward
@@ -45,6 +49,8 @@ def train_epoch(
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
         x, y = images[idx], labels[idx]
+        if transform is not None:
+            x = transform(x, y, idx, generator)
         if dsa is not None:
             x, _ = dsa(x, generator=generator)
         loss = F.cross_entropy(forward(x), y)
