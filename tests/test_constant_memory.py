@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from leanaug.distill.dsa import DSA
 from leanaug.distill.matching import MEMORY_MODES, match_gradients, plan_student
 from leanaug.distill.networks import ConvNet, FlatModel
 from leanaug.errors import LeanaugError
@@ -33,8 +34,9 @@ def _problem(seed: int = 0, channels: int = 3, size: int = 12, n: int = 9, class
 
 
 def _dsa():
-    dsa = pytest.importorskip("leanaug.distill.dsa")
-    return dsa.DSA()
+    # a plain import (at the top), not pytest.importorskip: an ImportError in the project's
+    # own DSA module (planted once) must fail these exactness tests, not skip them
+    return DSA()
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
