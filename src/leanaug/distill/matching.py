@@ -76,7 +76,7 @@ from leanaug.device import resolve_device
 from leanaug.distill.networks import PRECISIONS, FlatModel
 from leanaug.distill.synthetic import INITS, Checkpoint, initial_images, save_grid
 from leanaug.errors import DataError, LeanaugError
-from leanaug.results import read_json, read_parquet, write_json, write_parquet
+from leanaug.results import output_dir, read_json, read_parquet, write_json, write_parquet
 from leanaug.seeding import derive_seed, torch_generator
 
 MEMORY_MODES = ("unrolled", "constant", "tesla")
@@ -675,7 +675,7 @@ class _Run:
 
     def _prepare(self) -> None:
         est = self.est
-        self.out.mkdir(parents=True, exist_ok=True)
+        output_dir(self.out)  # a file, a file above it, not writable: one line each
         settings = self._settings()
         settings_path = self.out / SETTINGS_NAME
         ckpt_path = self.out / CHECKPOINT_NAME
