@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from leanaug.classifier import LogisticClassifier
 from leanaug.experiments import resolve_config, run_experiment
 
 SWEEP = dict(
@@ -85,6 +86,39 @@ def _fresh_copy(template: Path, out: Path) -> Path:
     return out
 
 
+class _UnitFitCounter:
+    """Counts ``LogisticClassifier.fit`` calls made inside the runner's units, in this
+    process (the local ``n_jobs=1`` run): the evaluation refit of every row plus the
+    re-scoring refits of the ``update`` policy, which ``units * budgets`` leaves out."""
+
+    def __init__(self) -> None:
+        self.fits = 0
+        self._inside = False
+
+    def __enter__(self) -> _UnitFitCounter:
+        import leanaug.experiments.runner as runner
+
+        self._runner, self._fit, self._unit = runner, LogisticClassifier.fit, runner.run_unit
+
+        def fit(clf, *args, **kwargs):
+            if self._inside:
+                self.fits += 1
+            return self._fit(clf, *args, **kwargs)
+
+        def unit(*args, **kwargs):
+            self._inside = True
+            try:
+                return self._unit(*args, **kwargs)
+            finally:
+                self._inside = False
+
+        LogisticClassifier.fit, runner.run_unit = fit, unit
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        LogisticClassifier.fit, self._runner.run_unit = self._fit, self._unit
+
+
 def _timed_run(config_kw: dict, out: Path) -> tuple[float, pd.DataFrame, int]:
     t0 = time.perf_counter()
     summary = run_experiment(
@@ -118,9 +152,12 @@ def main() -> None:
     times: dict[str, list[float]] = {"local n_jobs=1": [], "ray 1 worker": [], "ray 2 workers": []}
     units = 0
     calibration = []
+    unit_fits = 0
     for rep in range(args.repeats):
         calibration.append(_calibrate())
-        seconds, results, units = _timed_run(sweep, _fresh_copy(template, args.out / "local"))
+        with _UnitFitCounter() as counter:
+            seconds, results, units = _timed_run(sweep, _fresh_copy(template, args.out / "local"))
+        unit_fits = counter.fits
         times["local n_jobs=1"].append(seconds)
         pd.testing.assert_frame_equal(
             results.drop(columns="seconds"), reference.drop(columns="seconds")
@@ -141,8 +178,11 @@ def main() -> None:
             pd.testing.assert_frame_equal(
                 results.drop(columns="seconds"), reference.drop(columns="seconds")
             )
+    rows = len(reference)
     print(
-        f"\nsweep: {units} units x {len(SWEEP['budgets'])} budgets = {units * 8} refits; same results in every run"
+        f"\nsweep: {units} units, {rows} result rows; {unit_fits} classifier fits inside the "
+        f"units (counted in the local run: one evaluation refit per row, {unit_fits - rows} "
+        "re-scoring refits of the update policy); same results in every run"
     )
     print(f"{'run':<16} {'wall time (s), per repeat':<30} best")
     for name, values in times.items():
