@@ -112,7 +112,7 @@ def test_demo_yaml_matches_builtin_demo():
         ({"n_train": 100, "budgets": "1,500"}, "budget 500 is larger than n_train=100"),
         ({"classes": []}, "classes is empty"),
         ({"policies": "update:k=0"}, "k must be a positive integer"),
-        ({"policies": "topk:foo=1"}, "bad parameters"),
+        ({"policies": "topk:foo=1"}, "unknown parameter .foo.; valid parameters: \\(none\\)"),
         ({"budgets": "0,5"}, "budgets must be >= 1"),
     ],
 )

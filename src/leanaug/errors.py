@@ -15,6 +15,19 @@ class DataError(LeanaugError):
     """A data file is missing, truncated, corrupt or not what was expected."""
 
 
+class OutputError(LeanaugError):
+    """An output path cannot be used: a file where a folder should be, not writable."""
+
+
+class DamagedFileError(LeanaugError):
+    """A file a run wrote earlier cannot be read back (torn by a kill, or corrupt)."""
+
+
+class ParameterError(LeanaugError):
+    """A component's parameter is unknown or has a bad value; the message lists the
+    valid parameters and their types."""
+
+
 class UnknownNameError(LeanaugError, KeyError):
     """A registry lookup failed; the message lists the valid names."""
 

@@ -27,6 +27,7 @@ import yaml
 from rich.console import Console
 
 from leanaug.errors import LeanaugError
+from leanaug.results import output_dir, output_file
 
 app = typer.Typer(help="Dataset distillation by trajectory matching (MTT).", no_args_is_help=True)
 console = Console(stderr=True)
@@ -122,7 +123,7 @@ def experts_command(
     executor: str = typer.Option(
         "local",
         help="local: the experts one after another in this process; ray: one Ray task per "
-        "expert (a GPU each when the cluster has GPUs; needs pip install -e '.[ray]').",
+        "expert (a GPU each when the cluster has GPUs; needs pip install -e '.\\[ray]').",
     ),
     ray_address: str = typer.Option(
         None,
@@ -141,6 +142,7 @@ def experts_command(
     """Train expert trajectories: parameters after init and after every epoch."""
     values = _merge_config(ctx, dict(ctx.params), config, experts_command)
     _required(values, "dataset", "experts", "epochs", "out")
+    output_dir(values["out"])  # before any data is read
     from leanaug.data import load_dataset
     from leanaug.distill.experts import train_experts
 
@@ -255,6 +257,7 @@ def images_command(
                 continue
             v[key] = Path(value) if key in paths and value is not None else value
     _required(v, "experts", "ipc", "out")
+    output_dir(v["out"])  # before any data is read
     params = {k: v[k] for k in TrajectoryMatching.param_names() if k in v}
     params["batch_syn"] = params.get("batch_syn") or None
     est = TrajectoryMatching.from_config(params, source=str(config or "options"))
@@ -339,6 +342,7 @@ def augment_command(
     est = AugmentDistillation.from_config({**params, "phi_options": options}, source="options")
     est.validate()  # bad names / ranges fail before the experts are read
     _required(v, "experts", "out")
+    output_dir(v["out"])  # before any data is read
     console.print(
         f"learning phi={v['phi']} on {100 * v['subset']:g}% of the data from {v['experts']} into "
         f"{v['out']} ({v['iterations']} iterations, N={v['syn_steps']}, M={v['expert_epochs']}, "
@@ -372,6 +376,22 @@ def _output_path(out: Path | None, images: str, experts: Path | None) -> Path:
     if is_file_spec:
         return Path(images).with_suffix(".eval.json")
     return (experts if experts is not None else Path(".")) / name
+
+
+def _check_evaluate_options(v: dict[str, Any]) -> None:
+    """One-line errors for ``evaluate``'s options before any data is read or trained."""
+    for name in ("runs", "epochs"):
+        if v.get(name) is not None and v[name] < 1:
+            raise LeanaugError(f"--{name} must be at least 1, got {v[name]}")
+    spec = v.get("images")
+    if isinstance(spec, str) and spec.startswith("random:") and not _SPEC_RE.match(spec):
+        raise LeanaugError(
+            f"{spec}: expected random:N, N real images per class (a whole number >= 1), "
+            "e.g. random:10"
+        )
+    out = v.get("out")
+    if out is not None:  # checked now rather than after the training
+        output_dir(out) if out.is_dir() else output_file(out)
 
 
 def evaluate_command(
@@ -428,6 +448,7 @@ def evaluate_command(
     real --subset.
     """
     v = _merge_config(ctx, dict(ctx.params), config, evaluate_command)
+    _check_evaluate_options(v)
     if _evaluate_subset_command(ctx, v):
         return
     from leanaug.distill.evaluate import (

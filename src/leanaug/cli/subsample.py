@@ -24,7 +24,10 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-METRIC_HELP = "Plot accuracy on the clean test set instead of the augmented test set."
+METRIC_HELP = (
+    "Plot accuracy on the clean test set instead of the augmented test set "
+    "(writes accuracy_clean.* and auc-clean.*; auc.* stay the augmented test set's)."
+)
 
 
 def _pct(v: float) -> str:
@@ -130,7 +133,11 @@ def run(
     dataset: str = typer.Option(None, help="Data set: digits, mnist, cifar10, smallnorb."),
     data_dir: str = typer.Option(None, help="Folder with a local copy of the data set."),
     classes: str = typer.Option(None, help="Comma-separated class names or indices, e.g. 3,8."),
-    n_train: str = typer.Option(None, help="Training points to keep (an integer, or 'all')."),
+    n_train: str = typer.Option(
+        None,
+        help="Training points to keep: an integer, 'all', or 'auto' (the default: 1000, or "
+        "every point of the chosen classes when there are fewer).",
+    ),
     subset: str = typer.Option(None, help="Which n_train points: first (file order) or random."),
     augment: str = typer.Option(
         None, help="Augmentation preset of the data set: translate, rotate, crop, ..."
@@ -147,7 +154,9 @@ def run(
         help="Comma-separated policies with optional parameters, e.g. random,proportional,update:k=5,topk.",
     ),
     budgets: str = typer.Option(
-        None, help="Comma-separated numbers of points to augment, e.g. 1,10,50."
+        None,
+        help="Comma-separated numbers of points to augment, e.g. 1,10,50. Default 'auto': the "
+        "paper's 1,10,50,100,250,500,750,1000 of 1000 points as fractions of n_train.",
     ),
     trials: int = typer.Option(None, help="Trials of each randomised (score, policy) pair."),
     seed: int = typer.Option(None, help="Base seed; each trial's seed is derived from it."),
@@ -158,7 +167,7 @@ def run(
     executor: str = typer.Option(
         None,
         help="Where the units run: local (this machine, --n-jobs workers) or ray (one Ray "
-        "task per unit; needs pip install -e '.[ray]'). Results do not depend on it.",
+        "task per unit; needs pip install -e '.\\[ray]'). Results do not depend on it.",
     ),
     ray_address: str = typer.Option(
         None,

@@ -75,7 +75,14 @@ from leanaug.distill.matching import (
 )
 from leanaug.distill.networks import FlatModel
 from leanaug.errors import DataError, LeanaugError
-from leanaug.results import read_json, read_parquet, write_json, write_parquet, write_with
+from leanaug.results import (
+    output_dir,
+    read_json,
+    read_parquet,
+    write_json,
+    write_parquet,
+    write_with,
+)
 from leanaug.seeding import derive_seed, numpy_rng, torch_generator
 
 SETTINGS_NAME = "augment_config.json"
@@ -249,6 +256,8 @@ class AugmentDistillation:
         PHI_FAMILIES.get(self.phi)  # unknown names list the valid ones
         if not isinstance(self.phi_options, dict):
             raise LeanaugError(f"phi_options must be a mapping, got {self.phi_options!r}")
+        # unknown options or bad values: one line listing phi's options and their types
+        PHI_FAMILIES.check_params(self.phi, self.phi_options, skip=4)
         subset_indices(np.zeros(1), self.subset)  # (0, 1] check with the CLI's wording
         checks = [
             (self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}"),
@@ -450,7 +459,7 @@ class _Run:
         self.opt_alpha = torch.optim.SGD([self.alpha_param], lr=est.lr_lr, momentum=0.5)
 
     def _prepare(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
+        output_dir(self.out)  # a file, a file above it, not writable: one line each
         settings = self._settings()
         settings_path = self.out / SETTINGS_NAME
         ckpt_path = self.out / CHECKPOINT_NAME

@@ -446,11 +446,9 @@ def build_phi(
     options: dict[str, Any] | None = None,
 ) -> AugNet:
     """A ``phi`` of ``family`` (unknown names list the valid ones; bad options are named)."""
-    cls = PHI_FAMILIES.get(family)
-    try:
-        return cls(in_channels, tuple(image_size), num_classes, num_images, **dict(options or {}))
-    except TypeError as exc:
-        raise LeanaugError(f"phi family {family!r}: bad options {options!r} ({exc})") from exc
+    return PHI_FAMILIES.create(  # checks the options, listing the valid ones
+        family, options, in_channels, tuple(image_size), num_classes, num_images
+    )
 
 
 def phi_from_config(config: dict[str, Any]) -> AugNet:

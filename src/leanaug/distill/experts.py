@@ -52,7 +52,7 @@ from leanaug.distill.preprocess import Preprocessor
 from leanaug.distill.training import accuracy, train_epoch, training_forward
 from leanaug.errors import DataError, LeanaugError
 from leanaug.executors import Executor, LocalExecutor, make_executor
-from leanaug.results import read_json, write_json, write_with
+from leanaug.results import output_dir, read_json, write_json, write_with
 from leanaug.seeding import derive_seed, torch_generator
 
 FORMAT = "leanaug-experts/1"
@@ -380,7 +380,7 @@ def train_experts(
         dsa_strategy=dsa_strategy,
         seed=seed,
     )
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)  # a file, a file above it, not writable: one line each
     pre = _prepare_directory(out, config, dataset)
     config = load_config(out)  # exactly what later readers see
 

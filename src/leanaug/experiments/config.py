@@ -9,6 +9,13 @@ parameters, ``name:key=value,key=value`` (values parsed as YAML scalars, so ``k=
 an int). In a comma-separated flag, ``--policies random,update:k=5,refit=false,topk``
 a ``key=value`` item without a ``:`` belongs to the spec before it. In YAML a spec may
 also be a mapping ``{name: update, k: 5}``.
+
+Defaults that depend on the data (:func:`fit_to_data`, applied by the runner once the
+training set's size is known): ``n_train: auto`` keeps the paper's first 1000 points,
+or every point of the chosen classes when there are fewer; ``budgets: auto`` is the
+paper's 1, 10, 50, 100, 250, 500, 750, 1000 out of 1000 as fractions of n_train
+(:data:`BUDGET_FRACTIONS`). An n_train given explicitly that exceeds the data stays an
+error.
 """
 
 from __future__ import annotations
@@ -27,6 +34,11 @@ from leanaug.errors import LeanaugError
 EXECUTION_FIELDS = ("out", "n_jobs", "device", "executor", "ray_address")
 
 PAPER_BUDGETS = [1, 10, 50, 100, 250, 500, 750, 1000]
+#: ``n_train: auto``: the paper's 1000 points, or all of them when there are fewer.
+DEFAULT_N_TRAIN = 1000
+#: ``budgets: auto``: the paper's budgets (out of its 1000 points) as fractions of n_train.
+BUDGET_FRACTIONS = tuple(b / DEFAULT_N_TRAIN for b in PAPER_BUDGETS)
+AUTO = "auto"
 
 
 @dataclass
@@ -41,7 +53,8 @@ class SubsampleConfig:
     dataset: str = "mnist"
     data_dir: str | None = None
     classes: list[str | int] | None = field(default_factory=lambda: [3, 8])
-    n_train: int | None = 1000
+    #: an int, None (every point) or "auto" (see the module doc)
+    n_train: int | str | None = AUTO
     subset: str = "first"
     augment: str = "translate"
     featurizer: str = "pixels"
@@ -49,7 +62,8 @@ class SubsampleConfig:
     C: float = 1.0
     scores: list[str] = field(default_factory=lambda: ["influence", "loss", "random"])
     policies: list[str] = field(default_factory=lambda: ["random", "proportional", "topk"])
-    budgets: list[int] = field(default_factory=lambda: list(PAPER_BUDGETS))
+    #: a list of ints or "auto" (fractions of n_train, see the module doc)
+    budgets: list[int] | str = AUTO
     trials: int = 5
     seed: int = 0
     out: str = "runs/subsample"
@@ -94,7 +108,9 @@ class SubsampleConfig:
             )
         if self.classes is not None and len(set(map(str, self.classes))) != len(self.classes):
             raise LeanaugError(f"classes has duplicates: {self.classes}")
-        if self.n_train is not None and self.n_train < 2:
+        if isinstance(self.n_train, str) and self.n_train != AUTO:
+            raise LeanaugError(f"n_train must be an integer, 'all' or 'auto', got {self.n_train!r}")
+        if isinstance(self.n_train, int) and self.n_train < 2:
             raise LeanaugError(
                 f"n_train must be >= 2 (or left out for the whole training set), got {self.n_train}"
             )
@@ -107,18 +123,8 @@ class SubsampleConfig:
                 "n_jobs must be a positive number of workers or -1 for all cores, got 0"
             )
         self._validate_executor()
-        if not self.budgets:
-            raise LeanaugError(
-                "budgets is empty: give at least one budget (e.g. --budgets 1,10,50)"
-            )
-        bad = [b for b in self.budgets if b < 1]
-        if bad:
-            raise LeanaugError(f"budgets must be >= 1 (the number of augmented points), got {bad}")
-        if self.n_train is not None and max(self.budgets) > self.n_train:
-            raise LeanaugError(
-                f"budget {max(self.budgets)} is larger than n_train={self.n_train} "
-                "(a budget counts training points to augment)"
-            )
+        if self.budgets != AUTO:  # "auto" is checked once fitted to the data (fit_to_data)
+            self._validate_budgets()
         if not self.scores:
             raise LeanaugError("scores is empty: give at least one score (e.g. --scores loss)")
         if not self.policies:
@@ -129,12 +135,26 @@ class SubsampleConfig:
             instantiate("score", SCORES, spec)
         for spec in self.policies:
             instantiate("policy", POLICIES, spec)
-        FEATURIZERS.get(self.featurizer)
+        FEATURIZERS.check_params(self.featurizer, self.featurizer_params)
         for kind, specs in (("scores", self.scores), ("policies", self.policies)):
             dup = {s for s in specs if specs.count(s) > 1}
             if dup:
                 raise LeanaugError(f"{kind} lists {sorted(dup)} more than once")
         return self
+
+    def _validate_budgets(self) -> None:
+        if not self.budgets:
+            raise LeanaugError(
+                "budgets is empty: give at least one budget (e.g. --budgets 1,10,50)"
+            )
+        bad = [b for b in self.budgets if b < 1]
+        if bad:
+            raise LeanaugError(f"budgets must be >= 1 (the number of augmented points), got {bad}")
+        if isinstance(self.n_train, int) and max(self.budgets) > self.n_train:
+            raise LeanaugError(
+                f"budget {max(self.budgets)} is larger than n_train={self.n_train} "
+                "(a budget counts training points to augment)"
+            )
 
     def _validate_executor(self) -> None:
         from leanaug.executors import EXECUTORS, RAY_INSTALL_HINT, ray_available
@@ -148,6 +168,50 @@ class SubsampleConfig:
             raise LeanaugError(
                 f"--executor ray needs Ray, which is not installed: {RAY_INSTALL_HINT}"
             )
+
+
+# -- defaults that fit the data ---------------------------------------------------------
+def budgets_for(n_train: int) -> list[int]:
+    """The paper's budgets as fractions of ``n_train`` (:data:`BUDGET_FRACTIONS`, each
+    rounded, at least 1): ``budgets_for(1000) == PAPER_BUDGETS``; 268 points give
+    1, 3, 13, 27, 67, 134, 201, 268."""
+    return sorted({max(1, round(f * n_train)) for f in BUDGET_FRACTIONS})
+
+
+def count_training_points(config: SubsampleConfig) -> int:
+    """Training points of ``config``'s data set and classes (after an explicit n_train,
+    which the loader rejects when it exceeds the data)."""
+    from leanaug.data import load_dataset
+
+    ds = load_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        classes=config.classes,
+        n_train=config.n_train if isinstance(config.n_train, int) else None,
+        subset=config.subset,
+        seed=config.seed,
+    )
+    return len(ds.train_labels)
+
+
+def fit_to_data(config: SubsampleConfig, n_available: int | None = None) -> SubsampleConfig:
+    """``config`` with ``n_train: auto`` and ``budgets: auto`` made concrete for its data.
+
+    ``n_train: auto`` -> :data:`DEFAULT_N_TRAIN`, or None (every point) when the chosen
+    classes have no more than that; ``budgets: auto`` -> :func:`budgets_for` n_train.
+    ``n_available`` (the training points of the chosen classes) is counted by loading
+    the data set when not given. A config without "auto" comes back unchanged.
+    """
+    if config.n_train != AUTO and config.budgets != AUTO:
+        return config
+    if n_available is None:
+        n_available = count_training_points(config)
+    n_train = config.n_train
+    if n_train == AUTO:
+        n_train = DEFAULT_N_TRAIN if n_available > DEFAULT_N_TRAIN else None
+    n = n_available if n_train is None else int(n_train)  # type: ignore[arg-type]
+    budgets = budgets_for(n) if config.budgets == AUTO else config.budgets
+    return dataclasses.replace(config, n_train=n_train, budgets=budgets).validate()
 
 
 # -- specs ------------------------------------------------------------------------------
@@ -217,13 +281,12 @@ def split_specs(text: str) -> list[str]:
 
 
 def instantiate(kind: str, registry: Any, spec: str) -> Any:
-    """Build ``registry.get(name)(**params)``; bad parameters -> :class:`LeanaugError`."""
+    """Build ``registry.get(name)(**params)``; unknown parameters and bad values raise
+    :class:`~leanaug.errors.ParameterError` listing the valid ones
+    (:meth:`leanaug.registry.Registry.create`). ``kind`` is kept for callers; the
+    registry's own kind names the component in messages."""
     name, params = parse_spec(spec)
-    cls = registry.get(name)
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise LeanaugError(f"{kind} {name!r}: bad parameters {params}: {exc}") from None
+    return registry.create(name, params)
 
 
 # -- resolution -------------------------------------------------------------------------
@@ -286,7 +349,14 @@ def _normalize(values: dict[str, Any]) -> dict[str, Any]:
         out["classes"] = [_class_value(c) for c in _as_list(out["classes"], "classes")]
     for key in ("scores", "policies"):
         out[key] = [normalize_spec(s) for s in _as_list(out[key], key)]
-    out["budgets"] = sorted({_as_int(b, "budgets") for b in _as_list(out["budgets"], "budgets")})
+    if out.get("budgets") is None or (
+        isinstance(out["budgets"], str) and out["budgets"].strip().lower() == AUTO
+    ):
+        out["budgets"] = AUTO  # fractions of n_train (fit_to_data)
+    else:
+        out["budgets"] = sorted(
+            {_as_int(b, "budgets") for b in _as_list(out["budgets"], "budgets")}
+        )
     for key in ("trials", "seed", "n_jobs"):
         out[key] = _as_int(out[key], key)
     if isinstance(out.get("n_train"), str) and out["n_train"].strip().lower() in (
@@ -295,7 +365,9 @@ def _normalize(values: dict[str, Any]) -> dict[str, Any]:
         "",
     ):
         out["n_train"] = None  # the whole training split
-    if out.get("n_train") is not None:
+    if isinstance(out.get("n_train"), str) and out["n_train"].strip().lower() == AUTO:
+        out["n_train"] = AUTO  # at most DEFAULT_N_TRAIN (fit_to_data)
+    elif out.get("n_train") is not None:
         out["n_train"] = _as_int(out["n_train"], "n_train")
     try:
         out["C"] = float(out["C"])

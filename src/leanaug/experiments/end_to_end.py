@@ -54,7 +54,14 @@ from leanaug.classifier import LogisticClassifier
 from leanaug.device import resolve_device
 from leanaug.errors import LeanaugError
 from leanaug.experiments.config import SubsampleConfig, instantiate, normalize_spec
-from leanaug.results import read_json, read_parquet, write_json, write_parquet, write_text
+from leanaug.results import (
+    output_dir,
+    read_json,
+    read_parquet,
+    write_json,
+    write_parquet,
+    write_text,
+)
 from leanaug.seeding import derive_seed, numpy_rng
 
 NETWORKS = ("smallcnn", "resnet")
@@ -365,7 +372,7 @@ def _prepare_out(config: EndToEndConfig, overwrite: bool) -> Path:
                 f"{out} holds end-to-end results of a different configuration (differs in: "
                 f"{', '.join(diff)}); pass overwrite=True (--overwrite) or choose another out"
             )
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out, option="out")
     write_text(cfg_path, yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None))
     return out
 

@@ -8,7 +8,10 @@
   the clean test set instead (``accuracy_clean.*``).
 * ``auc.csv`` / ``auc.md``: area under each (score, policy) curve, trapezoid rule over
   the budgets divided by the budget range (so it is a mean accuracy), mean +- std over
-  trials.
+  trials, on the augmented test set; ``clean=True`` writes ``auc-clean.csv`` /
+  ``auc-clean.md`` for the clean test set instead, so neither overwrites the other. The
+  csv's ``metric`` column names the results column the figures come from
+  (``accuracy_augmented_test`` or ``accuracy``).
 * ``top_bottom_<score>.png``: the highest- and lowest-scoring training images per score.
 
 Figures are built with :class:`matplotlib.figure.Figure` (no pyplot global state, no
@@ -27,13 +30,15 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from leanaug.errors import LeanaugError
-from leanaug.results import read_json, read_parquet, write_text, write_with
+from leanaug.results import read_json, read_parquet, reading, write_text, write_with
 
 METRICS = {
     "accuracy_augmented_test": "accuracy on the augmented test set",
     "accuracy": "accuracy on the clean test set",
 }
 BASELINE_KEY = {"accuracy_augmented_test": "accuracy_augmented_test", "accuracy": "accuracy"}
+#: File stem of the AUC table of each metric.
+AUC_STEM = {"accuracy_augmented_test": "auc", "accuracy": "auc-clean"}
 
 
 def _metric(clean: bool) -> str:
@@ -107,10 +112,13 @@ def write_auc(
     baselines: dict[str, Any] | None = None,
     metric: str = "accuracy_augmented_test",
 ) -> list[Path]:
-    """``auc.csv`` and ``auc.md`` (the markdown also lists the two baselines)."""
+    """``auc.csv`` and ``auc.md`` (``auc-clean.*`` for the clean test set's ``accuracy``);
+    the csv has a ``metric`` column, the markdown also lists the two baselines."""
     out_dir = Path(out_dir)
-    csv = out_dir / "auc.csv"
-    write_with(csv, lambda p: table.to_csv(p, index=False))
+    stem = AUC_STEM[metric]
+    csv = out_dir / f"{stem}.csv"
+    named = table.assign(metric=metric)[["metric", *table.columns]]
+    write_with(csv, lambda p: named.to_csv(p, index=False))
     shown = table.assign(
         auc=[f"{m:.4f} ± {s:.4f}" for m, s in zip(table["auc_mean"], table["auc_std"], strict=True)]
     )
@@ -122,7 +130,7 @@ def write_auc(
             f"\nBaselines: no augmentation {baselines['no_augmentation'][key]:.4f}, "
             f"full augmentation {baselines['full_augmentation'][key]:.4f}\n"
         )
-    return [write_text(out_dir / "auc.md", md), csv]
+    return [write_text(out_dir / f"{stem}.md", md), csv]
 
 
 def plot_accuracy(
@@ -289,7 +297,7 @@ def make_plots(
     features_path = out_dir / "features.npz"
     if scores_path.is_file() and features_path.is_file():
         score_frame = read_parquet(scores_path)
-        with np.load(features_path) as f:
+        with reading(features_path, "features file (.npz)"), np.load(features_path) as f:
             images = f["train_images"]
             class_names = [str(c) for c in f["class_names"]] if "class_names" in f else None
         labels = score_frame["label"].to_numpy()

@@ -36,7 +36,6 @@ scores; a different configuration in the same folder is an error unless
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -54,10 +53,18 @@ from threadpoolctl import threadpool_limits
 from leanaug.classifier import LogisticClassifier
 from leanaug.errors import LeanaugError
 from leanaug.executors import Executor, make_executor
-from leanaug.experiments.config import EXECUTION_FIELDS, SubsampleConfig, instantiate, parse_spec
+from leanaug.experiments.config import (
+    EXECUTION_FIELDS,
+    SubsampleConfig,
+    fit_to_data,
+    instantiate,
+    parse_spec,
+)
 from leanaug.results import (
+    output_dir,
     read_json,
     read_parquet,
+    reading,
     write_json,
     write_parquet,
     write_text,
@@ -87,6 +94,8 @@ PLOT_GLOBS = (
     "accuracy_clean.pdf",
     "auc.csv",
     "auc.md",
+    "auc-clean.csv",
+    "auc-clean.md",
     "top_bottom_*.png",
 )
 
@@ -155,22 +164,8 @@ def make_featurizer(config: SubsampleConfig) -> Any:
     """The configured featurizer; ``seed``, ``device`` and ``data_dir`` default to the run's."""
     from leanaug.features import FEATURIZERS
 
-    cls = FEATURIZERS.get(config.featurizer)
-    params = dict(config.featurizer_params)
-    accepted = inspect.signature(cls).parameters
-    for key, value in (
-        ("seed", config.seed),
-        ("device", config.device),
-        ("data_dir", config.data_dir),
-    ):
-        if key in accepted and key not in params:
-            params[key] = value
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise LeanaugError(
-            f"featurizer {config.featurizer!r}: bad parameters {config.featurizer_params}: {exc}"
-        ) from None
+    context = {"seed": config.seed, "device": config.device, "data_dir": config.data_dir}
+    return FEATURIZERS.create(config.featurizer, config.featurizer_params, context=context)
 
 
 def _featurize_copies(
@@ -225,9 +220,14 @@ def compute_features(
     )
 
 
+#: What to do about a damaged file in a run folder being resumed.
+RESUME_HINT = "delete it (what it held is recomputed) or rerun with --overwrite to start afresh"
+
+
 def read_features(path: Path) -> tuple[str, FeatureSet]:
-    """``(key, features)`` stored in a run folder's ``features.npz``."""
-    with np.load(path, allow_pickle=False) as f:
+    """``(key, features)`` stored in a run folder's ``features.npz``; a torn or corrupt
+    file raises :class:`~leanaug.errors.DamagedFileError` naming it."""
+    with reading(path, "features file (.npz)", RESUME_HINT), np.load(path, allow_pickle=False) as f:
         return str(f["key"]), FeatureSet(
             **{name: f[name] for name in FeatureSet.__dataclass_fields__}
         )
@@ -240,12 +240,9 @@ def load_or_compute_features(
     path = out / "features.npz"
     key = _features_key(config)
     if path.is_file():
-        try:
-            stored_key, fs = read_features(path)
-            if stored_key == key:
-                return fs, False
-        except (OSError, KeyError, ValueError):
-            pass  # unreadable or foreign: recompute and replace it
+        stored_key, fs = read_features(path)  # damaged: an error naming it, not a silent redo
+        if stored_key == key:
+            return fs, False  # another key (the data files changed): recompute and replace it
     from leanaug.augment import preset
     from leanaug.data import load_dataset
 
@@ -439,9 +436,7 @@ def clear_outputs(out: Path) -> None:
 
 def prepare_out_dir(config: SubsampleConfig, overwrite: bool = False) -> Path:
     """Create ``out``, check it belongs to this config (else error), write ``config.yaml``."""
-    out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise LeanaugError(f"--out {out} exists and is not a folder")
+    out = output_dir(config.out)  # a file, a file above it, not writable: one line each
     cfg_path = out / "config.yaml"
     if overwrite:
         clear_outputs(out)
@@ -461,7 +456,6 @@ def prepare_out_dir(config: SubsampleConfig, overwrite: bool = False) -> Path:
         raise LeanaugError(
             f"{out} holds result files but no config.yaml; pass --overwrite to delete them, or choose another --out"
         )
-    out.mkdir(parents=True, exist_ok=True)
     write_text(cfg_path, config.to_yaml())
     return out
 
@@ -524,6 +518,7 @@ def run_experiment(
     """
     start = time.perf_counter()
     config.validate()
+    config = fit_to_data(config)  # n_train / budgets "auto": values that fit the data
     from leanaug.augment import preset_names
 
     if config.augment not in preset_names(config.dataset):
@@ -567,14 +562,16 @@ def _run_fitted_part(
 
     baselines_path = out / "baselines.json"
     if baselines_path.is_file() and not fresh:
-        baselines = read_json(baselines_path)
+        baselines = read_json(baselines_path, RESUME_HINT)
     else:
         baselines, base_clf = compute_baselines(fs, config.C)
         refits += 2
         write_json(baselines_path, baselines)
 
     scores_path = out / "scores.parquet"
-    score_frame = read_parquet(scores_path) if scores_path.is_file() and not fresh else None
+    score_frame = (
+        read_parquet(scores_path, RESUME_HINT) if scores_path.is_file() and not fresh else None
+    )
     if score_frame is None or any(s not in score_frame.columns for s in config.scores):
         scores = compute_scores(fs, base(), config.scores, config.seed)
         score_frame = pd.DataFrame({"index": np.arange(n), "label": fs.train_labels, **scores})
@@ -586,7 +583,9 @@ def _run_fitted_part(
     results = pd.DataFrame(columns=RESULT_COLUMNS)
     done: set[Unit] = set()
     if results_path.is_file() and not fresh:
-        old = read_parquet(results_path).drop_duplicates(["score", "policy", "trial", "budget"])
+        old = read_parquet(results_path, RESUME_HINT).drop_duplicates(
+            ["score", "policy", "trial", "budget"]
+        )
         if len(old):
             counts = old.groupby(["score", "policy", "trial"])["budget"].nunique()
             complete = {
