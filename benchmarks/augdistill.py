@@ -461,12 +461,17 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     out = g["accuracy"].agg(["mean", "std", "count"]).reset_index()
     out["std"] = g["accuracy"].agg(lambda a: float(np.std(a))).values  # ddof 0, as MTT
     out["seconds"] = g["seconds"].mean().values
+    if "n_train" in frame.columns:  # the training set's real size, as recorded per run
+        out["n_train"] = g["n_train"].max().values
     return out.sort_values(["train_fraction", "method", "family"]).reset_index(drop=True)
 
 
 def part_report(args) -> None:
+    from leanaug.distill.experts import load_config
+
     paths = results_paths(args)
     if paths:
+        data = load_config(args.experts)  # the experts' data set: name, size, network
         frame = pd.concat([pd.read_parquet(path) for path in paths], ignore_index=True)
         table = summary(frame)
         lines = [
@@ -474,7 +479,8 @@ def part_report(args) -> None:
             "|---|---|---|---|---|",
         ]
         for _, r in table.iterrows():
-            n = int(round(r["train_fraction"] * 60000))
+            n = r.get("n_train", np.nan)  # the real size; older results files lack it
+            n = int(n) if pd.notna(n) else _subset_size(args, r["train_fraction"])
             lines.append(
                 f"| {r['condition']} | {n} | {100 * r['mean']:.2f} +- {100 * r['std']:.2f} | "
                 f"{int(r['count'])} | {r['seconds']:.0f} |"
@@ -482,13 +488,21 @@ def part_report(args) -> None:
         text = "\n".join(lines)
         print(text)
         (args.out / f"table-{args.steps}steps.md").write_text(text + "\n")
-        plot_accuracy_vs_p(table, args, args.out / f"accuracy_vs_p-{args.steps}steps.png")
+        plot_accuracy_vs_p(table, args, args.out / f"accuracy_vs_p-{args.steps}steps.png", data)
     for family in families_of(args):
         for p in args.fractions:
             report_phi_training(phi_dir(args.out, family, p), family, p)
 
 
-def plot_accuracy_vs_p(table: pd.DataFrame, args, path: Path) -> None:
+def _subset_size(args, fraction: float) -> int:
+    """Size of the training subset of ``fraction`` (as part_eval draws it)."""
+    from leanaug.distill.augment_training import subset_indices
+
+    return len(subset_indices(_data(args)[2].train_labels, fraction, 0))
+
+
+def plot_accuracy_vs_p(table: pd.DataFrame, args, path: Path, data: dict) -> None:
+    """``data``: the experts' config.json (data set name and size, network width)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -535,9 +549,11 @@ def plot_accuracy_vs_p(table: pd.DataFrame, args, path: Path) -> None:
                 100 * ref["mean"].iloc[0], ls="--", color=color, lw=1, label=f"100 % {method}"
             )
     ax.set_xscale("log")
-    ax.set_xlabel("training subset p (% of MNIST's 60,000 images)")
+    name, n_all = data["dataset"]["name"], int(data["dataset"]["n_train_images"])
+    ax.set_xlabel(f"training subset p (% of the {n_all:,} {name} training images)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"MNIST, ConvNet w32, fixed {args.steps} steps x batch {args.batch}", fontsize=9)
+    title = f"{name}, ConvNet w{data['network']['width']}, fixed {args.steps} steps"
+    ax.set_title(f"{title} x batch {args.batch}", fontsize=9)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: no overlap
     fig.tight_layout()
     fig.savefig(path, dpi=120)
