@@ -722,7 +722,10 @@ class _Run:
             raise DataError(
                 f"{ckpt_path}: {images.shape[0]} images, expected {self.labels.shape[0]}"
             )
-        self.images = images.clone().requires_grad_(True)
+        # One memory layout whichever way the images came: for 1-channel images the strides
+        # of a fresh tensor and of one read from a checkpoint can differ while both are
+        # "contiguous", and the convolutions then round differently (a resumed run drifted).
+        self.images = images.clone(memory_format=torch.contiguous_format).requires_grad_(True)
         self.log_alpha = log_alpha.clone().requires_grad_(True)
         self.opt_img = torch.optim.SGD([self.images], lr=est.lr_img, momentum=0.5)
         self.opt_lr = torch.optim.SGD([self.log_alpha], lr=est.lr_lr, momentum=0.5)
