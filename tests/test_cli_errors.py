@@ -115,7 +115,7 @@ def test_evaluate_and_data_show_out_under_a_file(experts, a_file, capsys):
     assert line == f"error: --out {out}: cannot create its folder, {a_file} is a file"
     grid = a_file / "grid.png"
     line = _one_line_error(["data", "show", "digits", "--out", grid], capsys)
-    assert line.startswith(f"error: cannot write {grid} (") and "Traceback" not in line
+    assert line == f"error: --out {grid}: cannot create its folder, {a_file} is a file"
 
 
 def _deny_writes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,6 +151,21 @@ def test_evaluate_out_not_writable_fails_before_training(experts, tmp_path, monk
         ["evaluate", "random:1", "--experts", experts, "--runs", "1", "--out", out], capsys
     )
     assert line.startswith(f"error: --out {out} is not writable (Permission denied)")
+
+
+def test_plot_into_an_unwritable_run_folder(finished_run, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):  # every atomic write in the folder is refused
+        if Path(kwargs.get("dir", "")) == out:
+            raise PermissionError(13, "Permission denied")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(leanaug.results.tempfile, "mkstemp", mkstemp)
+    line = _one_line_error(["subsample", "plot", out], capsys)
+    assert line.startswith(f"error: cannot write {out / 'accuracy.png'} (Permission denied)")
 
 
 def test_output_helpers_directly(tmp_path, monkeypatch):

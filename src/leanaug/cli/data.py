@@ -23,7 +23,7 @@ from leanaug.cli.common import (
 )
 from leanaug.data import DATASETS, DESCRIPTIONS, channel_mean_std, class_counts
 from leanaug.errors import LeanaugError
-from leanaug.results import write_with
+from leanaug.results import output_file, write_with
 from leanaug.seeding import numpy_rng, torch_generator
 
 app = typer.Typer(help="Inspect data sets and their augmentations.", no_args_is_help=True)
@@ -112,6 +112,7 @@ def show(
         raise LeanaugError(f"--out {out}: expected a file ending in {', '.join(FIGURE_SUFFIXES)}")
     if n < 1:
         raise LeanaugError(f"--n {n}: expected at least 1 image")
+    output_file(out)  # a folder, under a file, not writable: one line, before any work
     if samples < 0:
         raise LeanaugError(
             f"--samples {samples}: expected 0 (fixed copies) or a positive number of draws"
