@@ -3,7 +3,8 @@
 The project's GPU time comes in short leases (about 10 minutes of compute for a whole task),
 far below the reference's CIFAR-10 recipe (50 expert epochs x 20-100 experts, 5000
 distillation iterations: GPU-hours). This script spends a fixed wall-clock budget
-(``--budget`` seconds) on, in order:
+(``--budget`` seconds) on, in order, the phases named by ``--phases`` (default: all six;
+distill needs experts, evaluate needs distill, augdistill needs experts):
 
 0. ``graphs``: eager vs CUDA-graphed unrolled iterations at N = 10 and 30 in strict
    float32, then at N=30 with TF32 (``benchmarks/bench_cuda_graph.py``; a failure is
@@ -29,8 +30,9 @@ returns what it measured. Figures and the commands are in ``docs/performance.md`
 ``docs/results-distillation.md`` and ``docs/results-augmentation-by-distillation.md``.
 
     python benchmarks/gpu_session.py --out OUT --data-dir DIR/cifar10-jpg --budget 540
+    python benchmarks/gpu_session.py --out OUT --data-dir DIR/cifar10-jpg --budget 120 --phases perf
 
-CPU smoke test (tiny, minutes): ``--device cpu --n-train 600 --width 16 --budget 240
+The phases run are recorded in ``results.json`` (``machine.phases``). CPU smoke test (tiny, minutes): ``--device cpu --n-train 600 --width 16 --budget 240
 --perf-steps 2 4``.
 """
 
@@ -47,6 +49,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = time.perf_counter()
+PHASES = ("graphs", "perf", "experts", "distill", "evaluate", "augdistill")  # run order
+NEEDS = {"distill": "experts", "evaluate": "distill", "augdistill": "experts"}
 
 
 class TimeUp(Exception):
@@ -551,9 +555,16 @@ def main() -> None:
     ap.add_argument(
         "--expert-epochs", type=int, default=0, help="fix it (T+ = it - 2); 0: chosen by time"
     )
-    ap.add_argument("--skip-perf", action="store_true")
-    ap.add_argument("--skip-graphs", action="store_true", help="no eager vs CUDA-graph timing")
-    ap.add_argument("--skip-augdistill", action="store_true")
+    ap.add_argument(
+        "--phases",
+        nargs="+",
+        choices=PHASES,
+        default=list(PHASES),
+        help="phases to run (always in the order above); default: all",
+    )
+    ap.add_argument("--skip-perf", action="store_true", help="the same as leaving perf out")
+    ap.add_argument("--skip-graphs", action="store_true", help="the same as leaving graphs out")
+    ap.add_argument("--skip-augdistill", action="store_true", help="leave augdistill out")
     ap.add_argument("--max-iterations", type=int, default=5000)
     ap.add_argument("--eval-runs", type=int, default=5)
     ap.add_argument("--eval-epochs", type=int, default=1000)
@@ -568,6 +579,11 @@ def main() -> None:
         help="fractions of the budget left after the perf phase",
     )
     args = ap.parse_args()
+    skipped = {p for p in PHASES if getattr(args, f"skip_{p}", False)}
+    phases = [p for p in PHASES if p in args.phases and p not in skipped]
+    for phase, needed in NEEDS.items():
+        if phase in phases and needed not in phases:
+            ap.error(f"phase {phase} needs phase {needed}: add it to --phases")
 
     from leanaug.data import load_dataset
     from leanaug.device import resolve_device
@@ -576,16 +592,21 @@ def main() -> None:
     s = Session(args)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     s.results["machine"] = dict(
-        device=str(device), name=name, torch=torch.__version__, budget=args.budget
+        device=str(device), name=name, torch=torch.__version__, budget=args.budget, phases=phases
     )
-    say(f"device {device} ({name}), torch {torch.__version__}")
+    say(f"device {device} ({name}), torch {torch.__version__}; phases {' '.join(phases)}")
     s.save()
 
-    if not args.skip_graphs:
+    if "graphs" in phases:
         phase_graphs(s, device)
-    if not args.skip_perf:
+    if "perf" in phases:
         phase_perf(s, device)
     s.results["timing"] = {"perf_end": elapsed()}
+    if "experts" not in phases:
+        s.results["timing"]["end"] = elapsed()
+        s.save()
+        say("done")
+        return
     tic = time.perf_counter()
     ds = load_dataset("cifar10", data_dir=args.data_dir, n_train=args.n_train)
     say(
@@ -597,13 +618,15 @@ def main() -> None:
     ends = [now + rest * sum(args.shares[: k + 1]) for k in range(4)]
     info = phase_experts(s, ds, device, ends[0] - elapsed())
     s.results["timing"]["experts_end"] = elapsed()
-    distilled = phase_distill(s, info, device, ends[1] - elapsed())
-    s.results["timing"]["distill_end"] = elapsed()
-    test = test_data(info, ds, device)
-    phase_evaluate(s, test, distilled, ds, device, ends[2] - elapsed())
-    s.results["timing"]["evaluate_end"] = elapsed()
+    if "distill" in phases:
+        distilled = phase_distill(s, info, device, ends[1] - elapsed())
+        s.results["timing"]["distill_end"] = elapsed()
+    test = test_data(info, ds, device) if {"evaluate", "augdistill"} & set(phases) else None
+    if "evaluate" in phases:
+        phase_evaluate(s, test, distilled, ds, device, ends[2] - elapsed())
+        s.results["timing"]["evaluate_end"] = elapsed()
     s.save()
-    if s.left() > 60 and not args.skip_augdistill:
+    if s.left() > 60 and "augdistill" in phases:
         phase_augdistill(s, info, test, ds, device, s.left() - 10)
     s.results["timing"]["end"] = elapsed()
     s.save()
