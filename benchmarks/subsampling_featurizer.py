@@ -1,6 +1,6 @@
 """Fit (train once, or load from the cache) the featurizer of a subsampling config.
 
-    python benchmarks/subsampling_featurizer.py --config configs/paper/cifar10_translate.yaml \
+    python benchmarks/subsampling_featurizer.py --config configs/paper/cifar10_0v1_translate.yaml \
         --data-dir ../shared/data [--json runs/paper/featurizer_cifar10.json]
 
 The featurizer is built exactly as ``leanaug subsample run --config FILE`` builds it
