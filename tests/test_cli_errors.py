@@ -259,7 +259,7 @@ def test_readers_say_which_file_is_damaged(tmp_path):
         read_parquet(bad)
     js = tmp_path / "settings.json"
     js.write_text('{"a": 1')
-    with pytest.raises(DamagedFileError, match=f"{js} is damaged .*delete it"):
+    with pytest.raises(DamagedFileError, match=f"{js} is damaged .*; start again in a fresh"):
         read_json(js)
     with pytest.raises(FileNotFoundError):  # missing is not damaged: callers check first
         read_json(tmp_path / "missing.json")

@@ -29,7 +29,9 @@ import pandas as pd
 from leanaug.errors import DamagedFileError, LeanaugError, OutputError
 
 #: What to do about a damaged file, when the caller has nothing more specific.
-DAMAGED_HINT = "delete it (the command recomputes it) or use a fresh output folder"
+DAMAGED_HINT = (
+    "start again in a fresh output folder, or delete the file if the command can redo what it held"
+)
 
 
 def _reason(exc: BaseException) -> str:
