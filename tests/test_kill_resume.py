@@ -88,22 +88,32 @@ def experts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def kill_resume_compare(argv: list[str], tmp_path: Path, kill_after: int) -> tuple[Path, Path]:
+def kill_resume_compare(
+    argv: list[str], tmp_path: Path, kill_after: int, capsys: pytest.CaptureFixture[str]
+) -> tuple[Path, Path]:
     """Run ``argv`` whole, and killed once its checkpoint passed ``kill_after`` then rerun;
-    return (whole, resumed) folders after checking that the kill came mid-run."""
+    return (whole, resumed) folders after checking that the kill came mid-run and that the
+    rerun said where it resumed (stderr here is no terminal: plain progress lines too)."""
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     run_cli([*argv, "--out", str(whole)])
     ckpt = resumed / "checkpoint.safetensors"
     kill_when([*argv, "--out", str(resumed)], lambda: checkpoint_iteration(ckpt) >= kill_after)
     done = checkpoint_iteration(ckpt)
-    assert done >= kill_after and done < checkpoint_iteration(whole / "checkpoint.safetensors")
+    total = checkpoint_iteration(whole / "checkpoint.safetensors")
+    assert kill_after <= done < total
+    capsys.readouterr()
     run_cli([*argv, "--out", str(resumed)])
+    err = capsys.readouterr().err
+    assert f"resuming from the checkpoint of iteration {done} (of {total})" in err
+    assert f": {total}/{total} (100 %)" in err  # the plain progress line at the end
     pd.testing.assert_frame_equal(log(resumed / "log.parquet"), log(whole / "log.parquet"))
     return whole, resumed
 
 
 @pytest.mark.parametrize("memory", ["unrolled", "constant", "tesla"])
-def test_distill_images_resumes_exactly(experts: Path, tmp_path: Path, memory: str) -> None:
+def test_distill_images_resumes_exactly(
+    experts: Path, tmp_path: Path, memory: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """SIGKILL after the checkpoint of iteration 4 (of 12); the rerun equals a whole run.
 
     Planted bug it catches: the images not put in one memory layout after a checkpoint is
@@ -114,14 +124,16 @@ def test_distill_images_resumes_exactly(experts: Path, tmp_path: Path, memory: s
     argv += ["--expert-epochs", "1", "--max-start-epoch", "2", "--iterations", "12"]
     argv += ["--lr-img", "100", "--eval-every", "0", "--checkpoint-every", "2"]
     argv += ["--memory", memory, "--device", "cpu"]
-    whole, resumed = kill_resume_compare(argv, tmp_path, kill_after=4)
+    whole, resumed = kill_resume_compare(argv, tmp_path, 4, capsys)
     a, b = tensors(whole / "images.safetensors"), tensors(resumed / "images.safetensors")
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
 
 
-def test_distill_augment_resumes_exactly(experts: Path, tmp_path: Path) -> None:
+def test_distill_augment_resumes_exactly(
+    experts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """SIGKILL mid-run of a stochastic phi (residual: noise input, Adam, DSA after phi);
     the rerun's log and final checkpoint (phi, both optimizers, alpha) equal a whole run's.
 
@@ -132,7 +144,7 @@ def test_distill_augment_resumes_exactly(experts: Path, tmp_path: Path) -> None:
     argv += ["--phi-options", "{width: 4}", "--subset", "0.2", "--iterations", "24"]
     argv += ["--syn-steps", "3", "--batch", "16", "--checkpoint-every", "2"]
     argv += ["--picture-every", "0", "--device", "cpu"]
-    whole, resumed = kill_resume_compare(argv, tmp_path, kill_after=4)
+    whole, resumed = kill_resume_compare(argv, tmp_path, 4, capsys)
     a = tensors(whole / "checkpoint.safetensors")
     b = tensors(resumed / "checkpoint.safetensors")
     assert a.keys() == b.keys() and any(k.startswith("opt_phi") for k in a)
@@ -140,7 +152,7 @@ def test_distill_augment_resumes_exactly(experts: Path, tmp_path: Path) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
-def test_subsample_run_resumes_exactly(tmp_path: Path) -> None:
+def test_subsample_run_resumes_exactly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """SIGKILL once some (score, policy, trial) units are in ``results.parquet``; the rerun
     finishes the rest and its table equals a whole run's (timings aside).
 
@@ -162,8 +174,13 @@ def test_subsample_run_resumes_exactly(tmp_path: Path) -> None:
 
     kill_when([*argv, "--out", str(resumed)], lambda: units_done() >= 3)
     full = pd.read_parquet(whole / "results.parquet")
-    assert 3 <= units_done() < len(full[["score", "policy", "trial"]].drop_duplicates())
+    done, total = units_done(), len(full[["score", "policy", "trial"]].drop_duplicates())
+    assert 3 <= done < total
+    capsys.readouterr()
     run_cli([*argv, "--out", str(resumed)])
+    err = capsys.readouterr().err
+    assert f"resuming, {done} of {total} units already done" in err
+    assert f": {total}/{total} (100 %)" in err
     keys = ["score", "policy", "trial", "budget"]
 
     def table(folder: Path) -> pd.DataFrame:

@@ -28,9 +28,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 from leanaug.errors import LeanaugError
+from leanaug.progress import Progress
 from leanaug.registry import Registry
 
 EXECUTORS: Registry[type[Executor]] = Registry("executor")

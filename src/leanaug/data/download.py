@@ -16,17 +16,16 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    Progress,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
 
 from leanaug.errors import DataError
+from leanaug.progress import Progress
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60
@@ -59,7 +58,6 @@ def _fetch(url: str, tmp: Path, description: str) -> str:
                 DownloadColumn(),
                 TransferSpeedColumn(),
                 TimeRemainingColumn(),
-                console=Console(stderr=True),
                 transient=True,
             ) as progress,
             open(tmp, "wb") as out,

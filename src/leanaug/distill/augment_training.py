@@ -75,6 +75,7 @@ from leanaug.distill.matching import (
 )
 from leanaug.distill.networks import FlatModel
 from leanaug.errors import DataError, LeanaugError
+from leanaug.progress import note
 from leanaug.results import (
     output_dir,
     read_json,
@@ -478,6 +479,11 @@ class _Run:
         self.last_checkpoint: int | None = None
         if ckpt_path.exists():
             self._restore(ckpt_path)
+            note(
+                f"{self.out}: resuming from the checkpoint of iteration {self.start} "
+                f"(of {self.est.iterations})",
+                enabled=self.progress,
+            )
             log_path = self.out / LOG_NAME
             if log_path.exists():
                 frame = read_parquet(log_path)
@@ -663,14 +669,7 @@ class _Run:
 
     # ------------------------------------------------------------------ the loop
     def execute(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from leanaug.progress import Progress
 
         self._load()
         self._prepare()
@@ -679,16 +678,9 @@ class _Run:
             if est.picture_every > 0:
                 self._picture(self.out / "pictures" / "iter_000000.png")
             self._checkpoint(0)
-        columns = (
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, disable=not self.progress) as bar:
+        with Progress(disable=not self.progress) as bar:
             task = bar.add_task(
-                "phi", total=est.iterations, completed=min(self.start, est.iterations)
+                "learning phi", total=est.iterations, completed=min(self.start, est.iterations)
             )
             for it in range(self.start + 1, est.iterations + 1):
                 tic = time.perf_counter()
@@ -705,7 +697,8 @@ class _Run:
                 bar.update(
                     task,
                     advance=1,
-                    description=f"loss {row['loss']:.4f}{ident_text} alpha {self.alpha():.3g}",
+                    description=f"learning phi | loss {row['loss']:.4f}{ident_text} "
+                    f"alpha {self.alpha():.3g}",
                 )
                 if self.on_iteration is not None:
                     self.on_iteration(it)

@@ -277,18 +277,12 @@ def evaluate_images(
         "n_test": int(test_x.shape[0]),
     }
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from leanaug.progress import Progress
 
     start = time.perf_counter()
     finals, bests, best_epochs, curves = [], [], [], []
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=not progress,
-    ) as bar:
-        task = bar.add_task("evaluate", total=runs * epochs)
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("evaluating", total=runs * epochs)
         for r in range(runs):
             run = r + run_offset
             with torch.random.fork_rng(devices=[]):

@@ -52,6 +52,7 @@ from leanaug.distill.preprocess import Preprocessor
 from leanaug.distill.training import accuracy, train_epoch, training_forward
 from leanaug.errors import DataError, LeanaugError
 from leanaug.executors import Executor, LocalExecutor, make_executor
+from leanaug.progress import Progress, note
 from leanaug.results import output_dir, read_json, write_json, write_with
 from leanaug.seeding import derive_seed, torch_generator
 
@@ -410,25 +411,9 @@ def train_experts(
             if owned:
                 ex.close()
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
     results: list[ExpertTrajectory] = []
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task("experts", total=experts * epochs)
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("training experts", total=experts * epochs)
         for i in range(experts):
             results.append(
                 _train_expert(
@@ -490,9 +475,15 @@ def _train_expert(
     forward = training_forward(module, compile)
     optimizer = torch.optim.SGD(module.parameters(), lr=lr, momentum=0.0, weight_decay=0.0)
     done = len(rows) - 1
+    if done:
+        state = "finished" if done >= epochs else f"resuming from epoch {done} of {epochs}"
+        note(f"{path}: {state}", enabled=bar.enabled)
     bar.advance(task, min(done, epochs))
     for epoch in range(done, epochs):
-        bar.update(task, description=f"expert {i + 1}/{experts} epoch {epoch + 1}/{epochs}")
+        bar.update(
+            task,
+            description=f"training experts | expert {i + 1}/{experts} epoch {epoch + 1}/{epochs}",
+        )
         gen = torch_generator(seed, "expert", i, "epoch", epoch)
         loss = train_epoch(
             module,
@@ -556,8 +547,6 @@ def run_expert_task(job: ExpertJob, task: ExpertTask) -> tuple[int, ExpertTrajec
     after every epoch, and a re-run (a retried task after its worker was killed) resumes
     at the last finished epoch with the same seeds, so it ends with the same file.
     """
-    from rich.progress import Progress
-
     dev = resolve_device(job.device)  # on this worker (Ray sets CUDA_VISIBLE_DEVICES)
     data = tuple(t.to(dev) for t in (job.train_x, job.train_y, job.test_x, job.test_y))
     dsa = DSA(job.dsa_strategy) if job.dsa_strategy else None

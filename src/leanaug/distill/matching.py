@@ -76,6 +76,7 @@ from leanaug.device import resolve_device
 from leanaug.distill.networks import PRECISIONS, FlatModel
 from leanaug.distill.synthetic import INITS, Checkpoint, initial_images, save_grid
 from leanaug.errors import DataError, LeanaugError
+from leanaug.progress import note
 from leanaug.results import output_dir, read_json, read_parquet, write_json, write_parquet
 from leanaug.seeding import derive_seed, torch_generator
 
@@ -696,6 +697,11 @@ class _Run:
         if ckpt_path.exists():
             ck = Checkpoint.load(ckpt_path)
             self.start = ck.iteration
+            note(
+                f"{self.out}: resuming from the checkpoint of iteration {ck.iteration} "
+                f"(of {est.iterations})",
+                enabled=self.progress,
+            )
             images = ck.images.to(self.device, dtype)
             log_alpha = ck.log_alpha.to(self.device, dtype)
             log_path = self.out / LOG_NAME
@@ -825,14 +831,7 @@ class _Run:
 
     # ------------------------------------------------------------------ the loop
     def execute(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from leanaug.progress import Progress
 
         self._load_experts()
         self._prepare()
@@ -852,14 +851,7 @@ class _Run:
             )
             self._grid(0)
             self._checkpoint(0)
-        columns = (
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, disable=not self.progress) as bar:
+        with Progress(disable=not self.progress) as bar:
             task = bar.add_task(
                 "distilling", total=est.iterations, completed=min(self.start, est.iterations)
             )
@@ -932,7 +924,9 @@ class _Run:
                     "" if row.get("eval_accuracy") is None else f" acc {row['eval_accuracy']:.3f}"
                 )
                 bar.update(
-                    task, advance=1, description=f"loss {loss:.4f} alpha {new_alpha:.3g}{acc_text}"
+                    task,
+                    advance=1,
+                    description=f"distilling | loss {loss:.4f} alpha {new_alpha:.3g}{acc_text}",
                 )
                 if self.on_iteration is not None:
                     self.on_iteration(it)

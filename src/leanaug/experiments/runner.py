@@ -46,8 +46,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from threadpoolctl import threadpool_limits
 
 from leanaug.classifier import LogisticClassifier
@@ -60,6 +58,7 @@ from leanaug.experiments.config import (
     instantiate,
     parse_spec,
 )
+from leanaug.progress import Progress, note
 from leanaug.results import (
     output_dir,
     read_json,
@@ -460,20 +459,8 @@ def prepare_out_dir(config: SubsampleConfig, overwrite: bool = False) -> Path:
     return out
 
 
-# Progress bars go to stderr (stdout carries results) and only to a terminal.
-_STDERR = Console(stderr=True)
-
-
 def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=True,
-        console=_STDERR,
-        disable=not (enabled and _STDERR.is_terminal),
-    )
+    return Progress(transient=True, disable=not enabled)
 
 
 def _order_results(frame: pd.DataFrame, config: SubsampleConfig) -> pd.DataFrame:
@@ -598,6 +585,8 @@ def _run_fitted_part(
             ]
             results = old[np.asarray(keep, dtype=bool)]
     todo = [u for u in units if u not in done]
+    if done:
+        note(f"{out}: resuming, {len(done)} of {len(units)} units already done", enabled=progress)
 
     with _progress(progress) as bar:
         task = bar.add_task(

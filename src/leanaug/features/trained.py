@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
@@ -29,6 +28,7 @@ from leanaug.errors import LeanaugError
 from leanaug.features.base import FEATURIZERS, Featurizer, as_float_images, check_fit_inputs
 from leanaug.features.networks import PreActResNet, SmallCNN
 from leanaug.paths import cache_root
+from leanaug.progress import Progress
 from leanaug.results import write_with
 from leanaug.seeding import derive_seed
 
@@ -47,9 +47,6 @@ def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
 
 
 # Progress bars go to stderr (stdout carries results) and only to a terminal.
-_STDERR = Console(stderr=True)
-
-
 def _progress(enabled: bool) -> Progress:
     return Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -58,8 +55,7 @@ def _progress(enabled: bool) -> Progress:
         TextColumn("{task.fields[info]}"),
         TimeRemainingColumn(),
         transient=True,
-        console=_STDERR,
-        disable=not (enabled and _STDERR.is_terminal),
+        disable=not enabled,
     )
 
 

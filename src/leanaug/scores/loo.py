@@ -21,10 +21,10 @@ comparisons with influence use a tight one (e.g. 1e-10), as the changes are O(1/
 from __future__ import annotations
 
 import numpy as np
-from rich.progress import track
 
 from leanaug.classifier import LogisticClassifier, check_xy
 from leanaug.errors import LeanaugError
+from leanaug.progress import Progress
 from leanaug.scores.base import SCORES, Score
 from leanaug.scores.influence import parameter_vector
 
@@ -38,12 +38,12 @@ def _refits(clf: LogisticClassifier, X, y, sample_weight, indices, progress: boo
         raise LeanaugError(
             f"leave-one-out indices must lie in [0, {n}), got {idx.min()}..{idx.max()}"
         )
-    it = track(idx, description="leave-one-out refits") if progress else idx
-    for i in it:
-        keep = np.ones(n, dtype=bool)
-        keep[i] = False
-        w = None if sample_weight is None else sample_weight[keep]
-        yield int(i), clf.clone().fit(X[keep], y[keep], sample_weight=w)
+    with Progress(disable=not progress) as bar:
+        for i in bar.track(idx, description="leave-one-out refits"):
+            keep = np.ones(n, dtype=bool)
+            keep[i] = False
+            w = None if sample_weight is None else sample_weight[keep]
+            yield int(i), clf.clone().fit(X[keep], y[keep], sample_weight=w)
 
 
 def loo_loss_changes(
