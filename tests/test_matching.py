@@ -170,6 +170,10 @@ def _comparable(frame):
 
 
 def test_resume_after_kill_gives_the_same_run(digits_experts, tmp_path):
+    """Not a real kill, despite the name: a KeyboardInterrupt raised from the
+    ``on_iteration`` callback stops the run in this process (Python unwinds normally);
+    the rerun in the same folder must equal an uninterrupted run. Real SIGKILLs of the
+    distillation commands, rerun in a fresh process: ``tests/test_kill_resume.py``."""
     import pandas as pd
 
     from leanaug.distill.evaluate import load_image_set
