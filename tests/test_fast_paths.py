@@ -10,6 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from leanaug.distill.dsa import DSA
 from leanaug.distill.matching import (
@@ -87,12 +89,64 @@ def _checkless_loss(theta_n, theta_start, theta_target):
     return matching_loss(theta_n, theta_start, theta_target, check=False)
 
 
+class _HostToDevice(TorchDispatchMode):
+    """Records every operation that moves data from the CPU to another device: explicit
+    copies (``aten._to_copy`` / ``copy_``, with their ``non_blocking`` flag) and implicit
+    ones (an op mixing a CPU tensor of more than a scalar with tensors elsewhere, e.g.
+    indexing a device tensor with CPU indices, which copies the indices)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.copies: list[tuple[str, bool]] = []
+        self.implicit: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        ins = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        host_in = any(t.device.type == "cpu" and t.dim() > 0 for t in ins)
+        elsewhere = any(t.device.type != "cpu" for t in [*ins, *outs])
+        name = str(func)
+        if host_in and elsewhere:
+            if "_to_copy" in name or "copy_" in name:
+                self.copies.append((name, bool(kwargs.get("non_blocking", False))))
+            else:
+                self.implicit.append(name)
+        return out
+
+
+@pytest.mark.parametrize("memory", ["unrolled", "constant", "tesla"])
+def test_host_to_device_copies_are_once_per_iteration_and_non_blocking(memory, monkeypatch):
+    """The batch indices and DSA draws of all N steps reach the device in a fixed number
+    of non-blocking copies per iteration (one per dtype), whatever N: a blocking copy from
+    pageable memory makes the host wait for the GPU, and there used to be several per
+    step (the indices of ``images[idx]``, ``labels[idx]``, ``index_add_`` and every DSA
+    draw). Planted bug it catches: ``stage_plan`` not called in ``match_gradients`` (the
+    per-step implicit copies come back and grow with N)."""
+    monkeypatch.setattr("leanaug.distill.matching.matching_loss", _checkless_loss)
+    model, start, target, images, labels = _problem()
+    meta = torch.device("meta")
+    counts = []
+    for steps in (3, 6):
+        plan = plan_student(images.shape[0], steps, 4, torch.Generator().manual_seed(1))
+        args = [t.to(meta) for t in (start, target, images, labels)]
+        alpha = torch.tensor(0.05, device=meta)
+        with _HostToDevice() as seen:
+            match_gradients(model, *args[:2], *args[2:], alpha, plan, DSA(mode="all"), memory)
+        assert seen.implicit == []
+        assert all(non_blocking for _, non_blocking in seen.copies), seen.copies
+        counts.append(len(seen.copies))
+    assert counts[0] == counts[1] <= 3  # int64, float32 and bool buffers
+
+
 @pytest.mark.parametrize("memory", ["unrolled", "constant", "tesla"])
 def test_inner_loop_reads_nothing_back_from_the_device(memory, monkeypatch):
     """On the meta device every ``.item()``, ``int()`` or ``bool()`` of a tensor raises, so
     running the N student steps (and the reverse pass) there proves that the inner loop
-    never waits on the device: no GPU synchronisation per step. Every DSA op group is on
-    (``mode="all"``): crop and cutout used to read their draws back."""
+    never reads a value back from the device. It cannot see host-to-device copies (the
+    test above counts those). Every DSA op group is on (``mode="all"``): crop and cutout
+    used to read their draws back."""
     monkeypatch.setattr("leanaug.distill.matching.matching_loss", _checkless_loss)
     model, start, target, images, labels = _problem()
     meta = torch.device("meta")

@@ -110,7 +110,8 @@ def _report(
 def _print_run(summary: RunSummary, console: Console) -> None:
     console.print(
         f"{summary.units_run} of {summary.units_total} units run ({summary.units_skipped} already finished), "
-        f"{summary.refits} classifier fits, {summary.seconds:.1f} s"
+        f"{summary.refits} classifier fits (baselines, one per result row; the update "
+        f"policy's re-scoring fits are not counted), {summary.seconds:.1f} s"
     )
     core = [
         summary.out / n

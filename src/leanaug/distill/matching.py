@@ -94,11 +94,13 @@ class StudentPlan:
 
     ``batches[i]`` are the indices of the synthetic images used at step ``i``;
     ``aug_seeds[i]`` seeds the DSA draw of step ``i``. Fixing them up front is what lets
-    the constant-memory reverse pass replay exactly the forward pass.
+    the constant-memory reverse pass replay exactly the forward pass. ``aug_params[i]``,
+    when set (:func:`stage_plan`), is that draw already made, on the images' device.
     """
 
     batches: list[Tensor]
     aug_seeds: list[int]
+    aug_params: list[Any] | None = None
 
     @property
     def steps(self) -> int:
@@ -124,14 +126,67 @@ def plan_student(
     return StudentPlan(batches=batches, aug_seeds=[int(s) for s in seeds])
 
 
-def _draw(augment: Augment | None, x: Tensor, seed: int) -> tuple[Tensor, Any]:
-    if augment is None:
-        return x, None
+def _seeded(seed: int) -> torch.Generator:
     # a CPU generator: DSA draws on the generator's device, so CPU and CUDA runs draw alike
     gen = torch.Generator()
     gen.manual_seed(seed)
-    out = augment(x, generator=gen)
+    return gen
+
+
+def _draw(augment: Augment | None, x: Tensor, seed: int, params: Any = None) -> tuple[Tensor, Any]:
+    """``(augment(x), params)``: drawn from ``seed``, or ``params`` applied when staged."""
+    if augment is None:
+        return x, None
+    if params is not None:
+        return _replay(augment, x, params, seed), params
+    out = augment(x, generator=_seeded(seed))
     return (out[0], out[1]) if isinstance(out, tuple) else (out, None)
+
+
+def upload(tensors: Sequence[Tensor], device: torch.device) -> list[Tensor]:
+    """``tensors`` on ``device`` with one copy per dtype: packed into one flat buffer, and on
+    a GPU pinned and copied with ``non_blocking=True``.
+
+    A copy from pageable host memory makes the host wait for the device, so the blocking
+    copies of each student step's batch indices and DSA draws stalled the GPU's queue N
+    times an iteration; staged this way an iteration makes at most one copy per dtype.
+    """
+    out: list[Tensor] = list(tensors)
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for k, t in enumerate(tensors):
+        if t.device != device:
+            by_dtype.setdefault(t.dtype, []).append(k)
+    for ks in by_dtype.values():
+        flat = torch.cat([tensors[k].reshape(-1) for k in ks])
+        if device.type == "cuda":
+            flat = flat.pin_memory()
+        flat = flat.to(device, non_blocking=True)
+        for k, piece in zip(ks, flat.split([tensors[k].numel() for k in ks]), strict=True):
+            out[k] = piece.view(tensors[k].shape)
+    return out
+
+
+def stage_plan(plan: StudentPlan, augment: Augment | None, images: Tensor) -> StudentPlan:
+    """The plan with its batch indices, and every step's draw of an augmentation that can
+    draw without applying (``augment.sample``, as :class:`~leanaug.distill.dsa.DSA`), on
+    ``images``' device, moved there by :func:`upload` once for the whole iteration.
+
+    The draws are the ones :func:`_draw` would make step by step (same seeds, same CPU
+    generators), so the student's updates do not change.
+    """
+    if plan.aug_params is not None:
+        return plan
+    sample = getattr(augment, "sample", None)
+    params: list[Any] = []
+    if callable(sample):
+        shape = tuple(images.shape[1:])
+        for idx, seed in zip(plan.batches, plan.aug_seeds, strict=True):
+            params.append(sample(torch.empty((len(idx), *shape), device="meta"), _seeded(seed)))
+    values = [v for p in params for v in p.values.values()]
+    moved = iter(upload([*plan.batches, *values], images.device))
+    batches = [next(moved) for _ in plan.batches]
+    staged = [type(p)(p.groups, {k: next(moved) for k in p.values}) for p in params]
+    return StudentPlan(batches, list(plan.aug_seeds), staged or None)
 
 
 def _replay(augment: Augment | None, x: Tensor, params: Any, seed: int) -> Tensor:
@@ -167,8 +222,8 @@ def unroll_student(
     ``alpha`` (the unrolled graph); otherwise it is detached.
     """
     theta = theta_start.detach().clone().requires_grad_(True)
-    for idx, seed in zip(plan.batches, plan.aug_seeds, strict=True):
-        x_aug, _ = _draw(augment, images[idx], seed)
+    for i, (idx, seed) in enumerate(zip(plan.batches, plan.aug_seeds, strict=True)):
+        x_aug, _ = _draw(augment, images[idx], seed, plan.aug_params and plan.aug_params[i])
         grad = _step_gradient(model, theta, x_aug, labels[idx], create_graph=create_graph)
         if create_graph:
             theta = theta - alpha * grad
@@ -219,6 +274,7 @@ def match_gradients(
     check_memory_options(memory, theta_store)
     theta_start = theta_start.detach()
     theta_target = theta_target.detach()
+    plan = stage_plan(plan, augment, images)
     if memory == "unrolled":
         return _match_unrolled(
             model, theta_start, theta_target, images, labels, alpha, plan, augment
@@ -282,10 +338,10 @@ def _match_reverse(
     thetas: list[Tensor] = []
     aug_params: list[Any] = []
     theta = theta_start.clone()
-    for idx, seed in zip(plan.batches, plan.aug_seeds, strict=True):
+    for i, (idx, seed) in enumerate(zip(plan.batches, plan.aug_seeds, strict=True)):
         thetas.append(_stash(theta, host))
         with torch.no_grad():
-            x_aug, params = _draw(augment, x_all[idx], seed)
+            x_aug, params = _draw(augment, x_all[idx], seed, plan.aug_params and plan.aug_params[i])
         aug_params.append(params)
         th = theta.clone().requires_grad_(True)
         grad = _step_gradient(model, th, x_aug, labels[idx], create_graph=False)
@@ -307,7 +363,7 @@ def _match_reverse(
         need_theta = exact and i > 0  # lam_0 is never used
         inputs = [xb, th] if need_theta else [xb]
         vjps = torch.autograd.grad(grad, inputs, grad_outputs=lam)
-        grad_x.index_add_(0, idx.to(grad_x.device), -a * vjps[0])
+        grad_x.index_add_(0, idx, -a * vjps[0])
         if need_theta:
             lam = lam - a * vjps[1]
         del grad, vjps, x_aug

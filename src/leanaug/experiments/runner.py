@@ -474,7 +474,10 @@ def _order_results(frame: pd.DataFrame, config: SubsampleConfig) -> pd.DataFrame
 # -- the run -------------------------------------------------------------------------------
 @dataclass
 class RunSummary:
-    """What :func:`run_experiment` did (``refits`` counts classifier fits in this call)."""
+    """What :func:`run_experiment` did. ``refits`` counts the classifier fits of this call
+    for the baselines and one per result row (unit x budget); the ``update`` policy's
+    re-scoring fits inside a unit are not counted (``benchmarks/bench_ray_sweep.py``
+    counts them)."""
 
     out: Path
     config: SubsampleConfig
