@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -24,7 +25,18 @@ from leanaug.policies import (
 from leanaug.policies import dpp as dpp_module
 from leanaug.scores import SCORES, score_function
 
-NESTED = ["random", "proportional", "inverse", "topk", "downweight", "cluster", "sv", "update"]
+NESTED = [
+    "random",
+    "proportional",
+    "inverse",
+    "topk",
+    "bottomk",
+    "downweight",
+    "cluster",
+    "cluster-topk",
+    "sv",
+    "update",
+]
 
 
 def make_problem(
@@ -105,7 +117,8 @@ def test_topk_is_deterministic_descending():
     budgets=st.lists(st.integers(0, 30), min_size=1, max_size=5),
 )
 def test_selections_are_nested(name, seed, budgets):
-    params = {"update": {"k": 7}, "cluster": {"n_clusters": 4}}.get(name, {})
+    params = {"update": {"k": 7}, "cluster": {"n_clusters": 4}, "cluster-topk": {"n_clusters": 4}}
+    params = params.get(name, {})
     problem = make_problem(n=30, seed=seed % 1000, score_fn=loss_fn())
     sel = POLICIES.get(name)(**params).select(problem, budgets, np.random.default_rng(seed))
     assert sorted(sel) == sorted(set(budgets))
@@ -213,8 +226,10 @@ def test_kdpp_samples_follow_det_L(force_log_space, k, monkeypatch):
     subsets, probs = _exact_kdpp_probs(L, k)
     draws = 3000
     counts = dict.fromkeys(subsets, 0)
-    for _ in range(draws):
-        counts[tuple(sorted(policy.select(problem, [k], rng)[k].indices.tolist()))] += 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # k = 4 > rank 3: the rank warning
+        for _ in range(draws):
+            counts[tuple(sorted(policy.select(problem, [k], rng)[k].indices.tolist()))] += 1
     assert set(policy.samplers_.values()) == {"log-space" if force_log_space else "dppy"}
     assert chisquare(np.array([counts[S] for S in subsets]), draws * probs).pvalue > 1e-3
 
@@ -239,7 +254,8 @@ def test_kdpp_beyond_feature_rank_uses_log_space_and_is_valid():
     # float64 can hold in DPPy's polynomial table, whatever constant L is scaled by
     problem = make_problem(n=200, d=60, seed=5)
     policy = DPPPolicy()
-    sel = policy.select(problem, [0, 2, 190, 200], np.random.default_rng(0))
+    with pytest.warns(UserWarning, match="budget 200 exceeds the rank 60"):
+        sel = policy.select(problem, [0, 2, 190, 200], np.random.default_rng(0))
     assert policy.samplers_[2] == "dppy" and policy.samplers_[190] == "log-space"
     for b, s in sel.items():
         assert len(s) == b and np.unique(s.indices).size == b
@@ -294,14 +310,14 @@ def test_update_default_rescoring_at_budgets():
         POLICIES.get("update")(mode="best")
 
 
-def test_cluster_round_robin_covers_clusters():
+def test_cluster_topk_round_robin_covers_clusters():
     rng = np.random.default_rng(0)
     centres = np.array([[0, 0], [20, 0], [0, 20], [20, 20]], dtype=float)
     blob = np.repeat(np.arange(4), 15)
     X = centres[blob] + rng.normal(size=(60, 2))
     s = rng.uniform(0.1, 1, size=60)
     problem = SelectionProblem(X, (blob % 2), s, X[:, None, :])
-    order = POLICIES.get("cluster")(n_clusters=4).select(problem, [60], rng)[60].indices
+    order = POLICIES.get("cluster-topk")(n_clusters=4).select(problem, [60], rng)[60].indices
     for r in range(15):  # every round takes one point of each blob, best score first
         assert sorted(blob[order[4 * r : 4 * r + 4]].tolist()) == [0, 1, 2, 3]
         for c in range(4):
@@ -312,7 +328,7 @@ def test_cluster_round_robin_covers_clusters():
             )
     assert s[order[0]] == s.max()
     with pytest.raises(LeanaugError, match="exceeds"):
-        POLICIES.get("cluster")(n_clusters=61).select(problem, [1], rng)
+        POLICIES.get("cluster-topk")(n_clusters=61).select(problem, [1], rng)
 
 
 def test_sv_returns_support_vectors_first():
@@ -328,7 +344,10 @@ def test_sv_returns_support_vectors_first():
 def test_bad_input():
     problem = make_problem(n=10)
     rng = np.random.default_rng(0)
-    with pytest.raises(UnknownNameError, match="valid names: cluster, downweight, dpp, inverse"):
+    with pytest.raises(
+        UnknownNameError,
+        match="valid names: bottomk, cluster, cluster-topk, downweight, dpp, inverse",
+    ):
         POLICIES.get("bogus")
     for budgets, msg in [
         ([11], "larger than"),
@@ -355,3 +374,160 @@ def test_bad_input():
     bad = make_problem(n=10, score_fn=nan_score)
     with pytest.raises(LeanaugError, match="NaN"):
         POLICIES.get("update")(k=1).select(bad, [3], rng)
+
+
+# -- the reference code's policies (issue 20), each against a hand-computed selection ---
+def test_round_robin_order_hand_computed():
+    # clusters 0: {1, 4}, 1: {0, 2, 5}, 2: {3}; inner order 5, 4, 3, 2, 1, 0
+    # round 0: c0 -> 4, c1 -> 5, c2 -> 3; round 1: c0 -> 1, c1 -> 2; round 2: c1 -> 0
+    from leanaug.policies import round_robin_order
+
+    order = round_robin_order(np.array([1, 0, 1, 2, 0, 1]), np.array([5, 4, 3, 2, 1, 0]))
+    assert order.tolist() == [4, 5, 3, 1, 2, 0]
+
+
+@pytest.mark.parametrize("inner", ["random", "proportional"])
+def test_cluster_visits_clusters_by_id_with_inner_draws(inner, monkeypatch):
+    """The reference's cluster policy: clusters by id, round-robin; inside a cluster a
+    random or score-proportional order (first-pick frequencies inside cluster 0 against
+    the scores). Labels are fixed, so the visiting order is known by hand."""
+    from leanaug.policies import ClusterPolicy
+
+    labels = np.array([2, 0, 1, 0, 2, 0, 1])  # sizes 3, 2, 2
+    monkeypatch.setattr(ClusterPolicy, "cluster_labels", lambda self, problem, rng: labels)
+    s = np.array([1.0, 1.0, 1.0, 6.0, 1.0, 3.0, 1.0])
+    problem = make_problem(n=7, scores=s)
+    policy = POLICIES.get("cluster")(n_clusters=3, inner=inner)
+    rng = np.random.default_rng(0)
+    first = {1: 0, 3: 0, 5: 0}
+    for _ in range(2000):
+        order = policy.select(problem, [7], rng)[7].indices
+        # rounds of 3, 3, 1: cluster ids 0, 1, 2, 0, 1, 2, 0
+        assert labels[order].tolist() == [0, 1, 2, 0, 1, 2, 0]
+        first[int(order[0])] += 1
+    p = np.array([1, 6, 3]) / 10 if inner == "proportional" else np.ones(3) / 3
+    assert chisquare([first[1], first[3], first[5]], 2000 * p).pvalue > 1e-3
+
+
+def test_cluster_parameters_sweep_through_specs():
+    from leanaug.experiments.config import instantiate
+
+    for k in (1, 10, 100):
+        policy = instantiate("policy", POLICIES, f"cluster:n_clusters={k},inner=proportional")
+        assert (policy.n_clusters, policy.inner) == (k, "proportional")
+    with pytest.raises(LeanaugError, match="inner"):
+        POLICIES.get("cluster")(inner="best")
+
+
+def test_vsv_augments_exactly_the_support_vectors():
+    # 1-d, separable with a wide margin: with C = 100 (hard margin) f(x) = x, the
+    # support vectors are the two points at -1 and +1 (indices 2 and 3), by hand
+    X = np.array([[-3.0], [-2.0], [-1.0], [1.0], [2.0], [3.0]])
+    y = np.array([0, 0, 0, 1, 1, 1])
+    problem = SelectionProblem(X, y, np.ones(6), X[:, None, :] + 0.1)
+    sel = POLICIES.get("vsv")(C=100.0).select(problem, [0, 1, 2, 6])
+    assert [sel[b].indices.tolist() for b in (0, 1, 2, 6)] == [[], [2, 3], [2, 3], [2, 3]]
+    # C by 4-fold CV: the C and support vectors scikit-learn's GridSearchCV / SVC give
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    problem = make_problem(n=80, seed=12)
+    policy = POLICIES.get("vsv")(weighting="downweight")
+    sel = policy.select(problem, [10, 80])
+    search = GridSearchCV(
+        SVC(kernel="linear"), {"C": [0.01, 0.1, 1, 10, 100]}, cv=StratifiedKFold(4)
+    ).fit(problem.features, problem.labels)
+    assert policy.C_ == search.best_params_["C"]
+    sv = SVC(kernel="linear", C=policy.C_).fit(problem.features, problem.labels).support_
+    assert sel[10].indices.tolist() == sel[80].indices.tolist() == sorted(sv.tolist())
+    assert sel[10].weighting == "downweight" and 10 < len(sv) < 80
+
+
+def test_bottomk_and_topk_downweight():
+    s = np.array([0.3, 0.9, 0.1, 0.9, 0.5])
+    problem = make_problem(n=5, scores=s)
+    assert POLICIES.get("bottomk")().select(problem, [5])[5].indices.tolist() == [2, 0, 4, 1, 3]
+    sel = POLICIES.get("topk")(weighting="downweight").select(problem, [2])[2]
+    assert sel.indices.tolist() == [1, 3] and sel.weighting == "downweight"
+    _, _, w = augmented_training_set(problem, sel)
+    np.testing.assert_allclose(w[[1, 3]], 0.25)  # K = 3 copies: 1 / (K + 1)
+    with pytest.raises(LeanaugError, match="weighting"):
+        POLICIES.get("topk")(weighting="half")
+
+
+def test_update_downweight_refits_with_downweighted_rows():
+    seen = []
+    inner = loss_fn()
+
+    def score_fn(clf, X, y, w):
+        seen.append(w.copy())
+        return inner(clf, X, y, w)
+
+    problem = make_problem(n=30, K=3, score_fn=score_fn)
+    sel = POLICIES.get("update")(k=2, mode="greedy", weighting="downweight").select(problem, [4])
+    assert sel[4].weighting == "downweight" and len(sel[4]) == 4
+    assert len(seen) == 1 and seen[0].sum() == pytest.approx(30)  # 2 points, 1/4 each
+    np.testing.assert_allclose(seen[0][30:], 0.25)
+
+
+def test_sign_aware_topk_and_proportional():
+    signed = np.array([0.5, -2.0, 0.1, -0.3, 1.5])
+    problem = SelectionProblem(
+        np.eye(5),
+        np.array([0, 1, 0, 1, 0]),
+        np.abs(signed),
+        np.eye(5)[:, None, :],
+        signed_scores=signed,
+    )
+    topk = POLICIES.get("topk")
+    assert topk().select(problem, [5])[5].indices.tolist() == [1, 4, 0, 3, 2]  # |s|
+    assert topk(sign="helpful-first").select(problem, [5])[5].indices.tolist() == [4, 0, 2, 3, 1]
+    sel = topk(sign="skip-harmful").select(problem, [2, 5])
+    assert sel[2].indices.tolist() == [4, 0] and sel[5].indices.tolist() == [4, 0, 2]
+    rng = np.random.default_rng(0)
+    prop = POLICIES.get("proportional")
+    firsts = np.zeros(5)
+    for _ in range(3000):
+        order = prop(sign="helpful-first").select(problem, [5], rng)[5].indices
+        assert set(order[:3].tolist()) == {0, 2, 4} and set(order[3:].tolist()) == {1, 3}
+        firsts[order[0]] += 1
+    assert chisquare(firsts[[0, 2, 4]], 3000 * np.array([0.5, 0.1, 1.5]) / 2.1).pvalue > 1e-3
+    sel = prop(sign="skip-harmful").select(problem, [1, 4], rng)
+    assert len(sel[1]) == 1 and sorted(sel[4].indices.tolist()) == [0, 2, 4]
+    with pytest.raises(LeanaugError, match="needs a signed score"):
+        topk(sign="helpful-first").select(make_problem(n=5), [2])
+    with pytest.raises(LeanaugError, match="sign"):
+        topk(sign="up")
+
+
+def test_dpp_unweighted_kernel_written_out():
+    # Phi rows: (3, 4) / 5 = (0.6, 0.8) and (0, 1); feature_scale 2: (1.2, 1.6), (0, 2)
+    # L = Phi Phi^T + eps I = [[4 + 0.1, 3.2], [3.2, 4 + 0.1]], whatever the scores
+    X = np.array([[3.0, 4.0], [0.0, 2.0]])
+    problem = SelectionProblem(X, np.array([0, 1]), np.array([0.3, 7.0]), X[:, None, :])
+    L = DPPPolicy(feature_scale=2.0, eps=0.1, weighted=False).kernel(problem)
+    np.testing.assert_allclose(L, [[4.1, 3.2], [3.2, 4.1]], rtol=1e-12)
+    Lw = DPPPolicy(feature_scale=2.0, eps=0.1).kernel(problem)  # weighted: s_i s_j <.,.>
+    np.testing.assert_allclose(Lw, [[0.09 * 4 + 0.1, 0.3 * 7 * 3.2], [0.3 * 7 * 3.2, 196.1]])
+    # 2-DPP over 3 points, unweighted: frequencies follow det(L_S) of the written-out L
+    X = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    problem = SelectionProblem(X, np.array([0, 1, 0]), np.array([1.0, 0.01, 1.0]), X[:, None, :])
+    phi = X / np.linalg.norm(X, axis=1, keepdims=True)
+    L = phi @ phi.T + 0.05 * np.eye(3)
+    subsets, probs = _exact_kdpp_probs(L, 2)
+    policy = DPPPolicy(feature_scale=1.0, eps=0.05, weighted=False)
+    rng = np.random.default_rng(3)
+    counts = dict.fromkeys(subsets, 0)
+    for _ in range(3000):
+        counts[tuple(sorted(policy.select(problem, [2], rng)[2].indices.tolist()))] += 1
+    assert chisquare([counts[S] for S in subsets], 3000 * probs).pvalue > 1e-3
+
+
+def test_dpp_warns_when_a_budget_exceeds_the_feature_rank():
+    problem = make_problem(n=12, d=3)
+    policy = DPPPolicy(weighted=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        policy.select(problem, [3], np.random.default_rng(0))  # 3 = rank: no warning
+    with pytest.warns(UserWarning, match="budget 5 exceeds the rank 3"):
+        policy.select(problem, [2, 5], np.random.default_rng(0))
+    assert policy.feature_rank_ == 3

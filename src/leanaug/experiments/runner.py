@@ -276,16 +276,21 @@ def _accuracies(
     return clf.score(fs.test, fs.test_labels), clf.score(*test_aug)
 
 
-def _problem(fs: FeatureSet, scores: np.ndarray, C: float, score_fn: Any = None) -> Any:
+def _problem(
+    fs: FeatureSet, scores: np.ndarray, C: float, score_fn: Any = None, signed: bool = False
+) -> Any:
+    """A signed score (``influence-test``) reaches the policies as its magnitude, with the
+    signed values beside it for those that read the sign."""
     from leanaug.policies import SelectionProblem
 
     return SelectionProblem(
         features=fs.train,
         labels=fs.train_labels,
-        scores=scores,
+        scores=np.abs(scores) if signed else scores,
         augmented_features=fs.train_copies,
         make_classifier=partial(LogisticClassifier, C=C),
         score_fn=score_fn,
+        signed_scores=scores if signed else None,
     )
 
 
@@ -372,7 +377,7 @@ def _run_unit(shared: _Shared, unit: Unit) -> list[dict[str, Any]]:
     else:
         scores = shared.scores[unit.score]
     rescore = score_function(score, numpy_rng(seed, "rescore"))
-    problem = _problem(fs, scores, shared.C, rescore)
+    problem = _problem(fs, scores, shared.C, rescore, signed=bool(getattr(score, "signed", False)))
     test_aug = fs.test_augmented
     t0 = time.perf_counter()
     selections = policy.select(problem, shared.budgets, rng=np.random.default_rng(seed))

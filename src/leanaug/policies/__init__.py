@@ -2,14 +2,16 @@
 
 ``POLICIES.get(name)(**params).select(problem, budgets, rng) -> {budget: Selection}``;
 ``augmented_training_set(problem, selection) -> (X, y, w)``. Names: ``random``,
-``proportional``, ``inverse``, ``topk``, ``update``, ``downweight``, ``cluster``,
-``dpp``, ``sv``. All are nested across budgets (a smaller budget's selection is a
-prefix of a larger one's) except ``dpp`` (a fresh k-DPP draw per budget).
+``proportional``, ``inverse``, ``topk``, ``bottomk``, ``update``, ``downweight``,
+``cluster``, ``cluster-topk``, ``dpp``, ``sv``, ``vsv``. All are nested across budgets
+(a smaller budget's selection is a prefix of a larger one's) except ``dpp`` (a fresh
+k-DPP draw per budget) and ``vsv`` (all support vectors at every budget > 0).
 """
 
 from leanaug.policies import cluster, dpp, simple, sv, update  # noqa: F401  (register)
 from leanaug.policies.base import (
     POLICIES,
+    SIGNS,
     OrderPolicy,
     Policy,
     Selection,
@@ -18,21 +20,25 @@ from leanaug.policies.base import (
     check_budgets,
     proportional_order,
 )
-from leanaug.policies.cluster import ClusterPolicy
+from leanaug.policies.cluster import ClusterPolicy, ClusterTopKPolicy, round_robin_order
 from leanaug.policies.dpp import DPPPolicy, dpp_kernel
 from leanaug.policies.simple import (
+    BottomKPolicy,
     DownweightPolicy,
     InversePolicy,
     ProportionalPolicy,
     RandomPolicy,
     TopKPolicy,
 )
-from leanaug.policies.sv import SupportVectorPolicy
+from leanaug.policies.sv import SupportVectorPolicy, VSVPolicy
 from leanaug.policies.update import UpdatePolicy
 
 __all__ = [
     "POLICIES",
+    "SIGNS",
+    "BottomKPolicy",
     "ClusterPolicy",
+    "ClusterTopKPolicy",
     "DPPPolicy",
     "DownweightPolicy",
     "InversePolicy",
@@ -45,8 +51,10 @@ __all__ = [
     "SupportVectorPolicy",
     "TopKPolicy",
     "UpdatePolicy",
+    "VSVPolicy",
     "augmented_training_set",
     "check_budgets",
     "dpp_kernel",
     "proportional_order",
+    "round_robin_order",
 ]

@@ -19,6 +19,7 @@ from leanaug.scores.base import ScoreFn, check_scores
 
 __all__ = [
     "POLICIES",
+    "SIGNS",
     "WEIGHTINGS",
     "OrderPolicy",
     "Policy",
@@ -26,13 +27,23 @@ __all__ = [
     "SelectionProblem",
     "augmented_training_set",
     "check_budgets",
+    "check_sign",
+    "check_weighting",
     "proportional_order",
     "require_rng",
+    "signed_weights",
 ]
 
 POLICIES: Registry[type[Policy]] = Registry("policy")
 
 WEIGHTINGS = ("uniform", "downweight")
+
+#: How a policy with a ``sign`` parameter reads a signed score (``influence-test``):
+#: ``"magnitude"`` ranks by |s| (as the paper does with its scores); ``"helpful-first"``
+#: puts the points with s > 0 (leaving them out raises the validation loss) first, by
+#: signed score; ``"skip-harmful"`` selects only those, so a selection may hold fewer
+#: points than its budget.
+SIGNS = ("magnitude", "helpful-first", "skip-harmful")
 
 
 @dataclass
@@ -53,6 +64,7 @@ class SelectionProblem:
     augmented_features: np.ndarray
     make_classifier: Callable[[], LogisticClassifier] = field(default=LogisticClassifier)
     score_fn: ScoreFn | None = None
+    signed_scores: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.features = np.asarray(self.features, dtype=np.float64)
@@ -73,6 +85,8 @@ class SelectionProblem:
             raise LeanaugError(f"augmented_features must be (n={n}, K, d={d}), got shape {a.shape}")
         if not np.all(np.isfinite(a)):
             raise LeanaugError("augmented_features contain NaN or infinite values")
+        if self.signed_scores is not None:
+            self.signed_scores = check_scores(self.signed_scores, n, "signed scores", signed=True)
 
     @property
     def n(self) -> int:
@@ -89,6 +103,11 @@ class Selection:
 
     ``weighting="uniform"``: every row weight 1. ``"downweight"``: a selected original
     and its K copies share weight ``1 / (K + 1)`` each.
+
+    Examples
+    --------
+    >>> len(Selection([4, 1, 2], weighting="downweight"))
+    3
     """
 
     indices: np.ndarray
@@ -154,6 +173,33 @@ def check_budgets(budgets: Sequence[int], n: int) -> list[int]:
     return sorted(set(out))
 
 
+def check_weighting(weighting: str, who: str) -> str:
+    """``weighting`` if it is one of :data:`WEIGHTINGS`, else :class:`LeanaugError`."""
+    if weighting not in WEIGHTINGS:
+        raise LeanaugError(
+            f"{who} policy: unknown weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}"
+        )
+    return weighting
+
+
+def check_sign(sign: str, who: str) -> str:
+    """``sign`` if it is one of :data:`SIGNS`, else :class:`LeanaugError`."""
+    if sign not in SIGNS:
+        raise LeanaugError(f"{who} policy: unknown sign {sign!r}; valid: {', '.join(SIGNS)}")
+    return sign
+
+
+def signed_weights(problem: SelectionProblem, sign: str, who: str) -> np.ndarray:
+    """The signed scores a ``sign`` mode other than ``"magnitude"`` reads; an error
+    naming the policy when the problem's score is unsigned."""
+    if problem.signed_scores is None:
+        raise LeanaugError(
+            f"{who} policy: sign={sign!r} needs a signed score (influence-test); this score "
+            "has no sign, use sign=magnitude with it"
+        )
+    return problem.signed_scores
+
+
 def require_rng(rng: np.random.Generator | None, who: str) -> np.random.Generator:
     if not isinstance(rng, np.random.Generator):
         raise LeanaugError(
@@ -214,7 +260,15 @@ class Policy:
 
 
 class OrderPolicy(Policy):
-    """A nested policy: one order of the points; budget b takes its first b entries."""
+    """A nested policy: one order of the points; budget b takes its first b entries.
+
+    An order may be shorter than the largest budget only where the policy says so
+    (``stops_short``, e.g. ``sign="skip-harmful"``): budgets beyond its length then get
+    the whole order.
+    """
+
+    #: True when :meth:`order` may return fewer points than asked for.
+    stops_short = False
 
     def order(
         self, problem: SelectionProblem, size: int, rng: np.random.Generator | None
@@ -230,7 +284,8 @@ class OrderPolicy(Policy):
     ) -> dict[int, Selection]:
         budgets = check_budgets(budgets, problem.n)
         order = np.asarray(self.order(problem, max(budgets), rng), dtype=np.intp)
-        if order.size < max(budgets) or np.unique(order).size != order.size:
+        short = order.size < max(budgets) and not self.stops_short
+        if short or order.size > max(budgets) or np.unique(order).size != order.size:
             raise AssertionError(
                 f"{type(self).__name__} produced an invalid order"
             )  # a bug, not user input

@@ -23,12 +23,18 @@ DPPy's float64 table would silently under/overflow and return a wrong sample), t
 DPPy's projection-DPP sampler ``proj_dpp_sampler_eig``. ``policy.samplers_`` records
 which path each budget took ("dppy", "log-space", or "all" when k = n).
 
+``weighted=False`` drops the quality term: ``L = Phi Phi^T + eps I`` (diversity only,
+the scores are not used). The feature part of L has rank at most d (the features'
+dimension); a budget k above that rank is decided by the ridge ``eps I``, not by
+diversity: the policy warns (``UserWarning``) when a budget exceeds it.
+
 Each budget is a FRESH, independent draw: selections are NOT nested across budgets
 (the paper did the same). Within a selection, indices are in the sampler's order.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,15 +55,32 @@ from leanaug.policies.base import (
 _LOG_RANGE = 600.0  # |log E| kept below this for DPPy's float64 table (e^709 overflows)
 
 
-def dpp_kernel(
-    features: np.ndarray, scores: np.ndarray, feature_scale: float = 1e3, eps: float = 1e-3
+def _quality_features(
+    features: np.ndarray, scores: np.ndarray | None, feature_scale: float
 ) -> np.ndarray:
-    """``diag(s) Phi Phi^T diag(s) + eps I`` with Phi the scaled, L2-normalised features."""
     norms = np.linalg.norm(features, axis=1, keepdims=True)
     if np.any(norms == 0):
         raise LeanaugError("dpp policy: a feature vector is all zeros, it cannot be L2-normalised")
     phi = feature_scale * (features / norms)
-    q = scores[:, None] * phi
+    return phi if scores is None else scores[:, None] * phi
+
+
+def dpp_kernel(
+    features: np.ndarray,
+    scores: np.ndarray | None,
+    feature_scale: float = 1e3,
+    eps: float = 1e-3,
+) -> np.ndarray:
+    """``diag(s) Phi Phi^T diag(s) + eps I`` with Phi the scaled, L2-normalised features;
+    ``scores=None``: the unweighted ``Phi Phi^T + eps I``.
+
+    Examples
+    --------
+    >>> dpp_kernel(np.array([[3.0, 4.0], [0.0, 2.0]]), None, feature_scale=1.0, eps=0.5)
+    array([[1.5, 0.8],
+           [0.8, 1.5]])
+    """
+    q = _quality_features(features, scores, feature_scale)
     L = q @ q.T
     L[np.diag_indices_from(L)] += eps
     return L
@@ -97,20 +120,48 @@ def _select_eigvecs_log(
 
 @POLICIES.register("dpp")
 class DPPPolicy(Policy):
-    """Exact k-DPP sample per budget (fresh draw each, NOT nested); see module doc."""
+    """Exact k-DPP sample per budget (fresh draw each, NOT nested); see module doc.
+
+    Parameters
+    ----------
+    feature_scale : float
+        Phi = feature_scale * (L2-normalised features); the paper's 1e3.
+    eps : float
+        The ridge eps I; the paper's 1e-3.
+    weighted : bool
+        True: ``L = diag(s) Phi Phi^T diag(s) + eps I`` (the paper's); False:
+        ``L = Phi Phi^T + eps I`` (the scores are ignored).
+
+    ``samplers_`` records each budget's sampler path; ``feature_rank_`` the rank of the
+    kernel's feature part (a budget above it triggers a ``UserWarning``).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(6, 3))
+    >>> p = SelectionProblem(X, np.array([0, 1] * 3), np.ones(6), X[:, None, :])
+    >>> sel = DPPPolicy(weighted=False).select(p, [2], rng)
+    >>> len(sel[2])
+    2
+    """
 
     name = "dpp"
 
-    def __init__(self, feature_scale: float = 1e3, eps: float = 1e-3) -> None:
+    def __init__(
+        self, feature_scale: float = 1e3, eps: float = 1e-3, weighted: bool = True
+    ) -> None:
         if not (np.isfinite(feature_scale) and feature_scale > 0):
             raise LeanaugError(f"dpp policy: feature_scale must be positive, got {feature_scale!r}")
         if not (np.isfinite(eps) and eps >= 0):
             raise LeanaugError(f"dpp policy: eps must be >= 0, got {eps!r}")
         self.feature_scale = feature_scale
         self.eps = eps
+        self.weighted = bool(weighted)
 
     def kernel(self, problem: SelectionProblem) -> np.ndarray:
-        return dpp_kernel(problem.features, problem.scores, self.feature_scale, self.eps)
+        """The L-ensemble kernel L (n, n)."""
+        scores = problem.scores if self.weighted else None
+        return dpp_kernel(problem.features, scores, self.feature_scale, self.eps)
 
     def select(
         self,
@@ -124,6 +175,18 @@ class DPPPolicy(Policy):
         positive = [b for b in budgets if b > 0]
         if not positive:
             return {b: Selection(np.empty(0, dtype=np.intp)) for b in budgets}
+        q = _quality_features(
+            problem.features, problem.scores if self.weighted else None, self.feature_scale
+        )
+        self.feature_rank_ = int(np.linalg.matrix_rank(q))
+        if max(positive) > self.feature_rank_:
+            warnings.warn(
+                f"dpp policy: budget {max(positive)} exceeds the rank {self.feature_rank_} of "
+                "the kernel's feature part; beyond it the draw is decided by the ridge "
+                f"eps={self.eps:g}, not by diversity",
+                UserWarning,
+                stacklevel=2,
+            )
         lam, V = scipy.linalg.eigh(self.kernel(problem))
         # Largest eigenvalues first: any order gives the same exact sampler, and with this
         # one the polynomial table e_j(lambda_1..lambda_m) spans the least range.

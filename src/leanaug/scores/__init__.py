@@ -17,7 +17,13 @@ from leanaug.scores.influence import (
 )
 from leanaug.scores.loo import LOOScore, loo_loss_changes, loo_parameter_changes
 from leanaug.scores.loss import LossScore
-from leanaug.scores.margin import MarginScore, svm_margins
+from leanaug.scores.margin import (
+    MarginExpScore,
+    MarginScore,
+    fit_linear_svc,
+    svc_margins,
+    svm_margins,
+)
 from leanaug.scores.random import RandomScore
 
 __all__ = [
@@ -25,11 +31,13 @@ __all__ = [
     "InfluenceScore",
     "LOOScore",
     "LossScore",
+    "MarginExpScore",
     "MarginScore",
     "RandomScore",
     "Score",
     "ScoreFn",
     "check_scores",
+    "fit_linear_svc",
     "influence_parameter_changes",
     "logistic_curvature",
     "loo_loss_changes",
@@ -37,5 +45,6 @@ __all__ = [
     "parameter_vector",
     "score_function",
     "self_influence",
+    "svc_margins",
     "svm_margins",
 ]

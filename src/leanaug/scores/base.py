@@ -18,8 +18,11 @@ SCORES: Registry[type[Score]] = Registry("score")
 ScoreFn = Callable[[LogisticClassifier, np.ndarray, np.ndarray, "np.ndarray | None"], np.ndarray]
 
 
-def check_scores(scores: np.ndarray, n: int, name: str = "score") -> np.ndarray:
-    """Scores as a float64 (n,) array, finite and >= 0, else :class:`LeanaugError`."""
+def check_scores(
+    scores: np.ndarray, n: int, name: str = "score", signed: bool = False
+) -> np.ndarray:
+    """Scores as a float64 (n,) array, finite and (unless ``signed``) >= 0, else
+    :class:`LeanaugError`."""
     scores = np.asarray(scores, dtype=np.float64)
     if scores.shape != (n,):
         raise LeanaugError(
@@ -32,7 +35,7 @@ def check_scores(scores: np.ndarray, n: int, name: str = "score") -> np.ndarray:
             f"{name} has {where.size} NaN/infinite value(s) (first at index {int(where[0])}); "
             "check the features and the classifier's fit (C too large, diverged fit?)"
         )
-    if np.any(scores < 0):
+    if not signed and np.any(scores < 0):
         where = np.flatnonzero(scores < 0)
         raise LeanaugError(
             f"{name} must be >= 0, got {scores[where[0]]!r} at index {int(where[0])}"
@@ -41,15 +44,27 @@ def check_scores(scores: np.ndarray, n: int, name: str = "score") -> np.ndarray:
 
 
 class Score:
-    """One nonnegative importance value per training point.
+    """One nonnegative importance value per training point (any sign where ``signed``).
 
     Subclasses set parameters in ``__init__`` and implement :meth:`_score`;
     :meth:`score` validates inputs and outputs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> class Ones(Score):
+    ...     def _score(self, clf, X, y, sample_weight, rng):
+    ...         return np.ones(len(X))
+    >>> Ones().score(None, np.zeros((3, 2)), np.array([0, 1, 0])).tolist()
+    [1.0, 1.0, 1.0]
     """
 
     name = "score"
     #: True when the score itself is random (draws from ``rng``), e.g. ``random``.
     stochastic = False
+    #: True when the score has a sign (``influence-test``): policies use its magnitude
+    #: unless they are asked to read the sign (``sign=helpful-first|skip-harmful``).
+    signed = False
 
     def score(
         self,
@@ -62,7 +77,7 @@ class Score:
         """Scores (n,) >= 0 for the training points (X, y) that ``clf`` was fitted on."""
         X, y, sample_weight = check_xy(X, y, sample_weight)
         s = self._score(clf, X, y, sample_weight, rng)
-        return check_scores(s, X.shape[0], f"{self.name} score")
+        return check_scores(s, X.shape[0], f"{self.name} score", signed=self.signed)
 
     def _score(
         self,
@@ -80,9 +95,11 @@ class Score:
 
 
 def score_function(score: Score, rng: np.random.Generator | None = None) -> ScoreFn:
-    """Bind a score (and an rng for random ones) into ``score_fn(clf, X, y, w)``."""
+    """Bind a score (and an rng for random ones) into ``score_fn(clf, X, y, w)``; its
+    ``signed`` attribute is the score's (re-scoring policies take the magnitude)."""
 
     def score_fn(clf, X, y, sample_weight=None):  # noqa: ANN001, ANN202
         return score.score(clf, X, y, sample_weight=sample_weight, rng=rng)
 
+    score_fn.signed = bool(getattr(score, "signed", False))  # type: ignore[attr-defined]
     return score_fn
