@@ -274,7 +274,7 @@ def test_readers_say_which_file_is_damaged(tmp_path):
         (
             ["--policies", "update:q=3"],
             "error: policy 'update': unknown parameter 'q'; valid parameters: "
-            "k: int | None = None, mode: str = 'proportional'",
+            "k: int | None = None, mode: str = 'proportional', weighting: str = 'uniform'",
         ),
         (
             ["--featurizer", "smallcnn:epochs=abc"],
@@ -286,16 +286,16 @@ def test_readers_say_which_file_is_damaged(tmp_path):
         (
             ["--scores", "influence:precision=float64"],
             "error: score 'influence': unknown parameter 'precision'; valid parameters: "
-            "solve_precision: str = 'float32'",
+            "solve_precision: str = 'float32', leverage: bool = False",
         ),
         (
-            ["--policies", "topk:k=3"],
-            "error: policy 'topk': unknown parameter 'k'; valid parameters: (none)",
+            ["--policies", "random:k=3"],
+            "error: policy 'random': unknown parameter 'k'; valid parameters: (none)",
         ),
         (
             ["--policies", "cluster:n_clusters=many"],
             "error: policy 'cluster': n_clusters='many' is not an int; valid parameters: "
-            "n_clusters: int = 10, n_init: int = 1",
+            "n_clusters: int = 10, inner: str = 'random', n_init: int = 1",
         ),
     ],
 )

@@ -112,7 +112,7 @@ def test_demo_yaml_matches_builtin_demo():
         ({"n_train": 100, "budgets": "1,500"}, "budget 500 is larger than n_train=100"),
         ({"classes": []}, "classes is empty"),
         ({"policies": "update:k=0"}, "k must be a positive integer"),
-        ({"policies": "topk:foo=1"}, "unknown parameter .foo.; valid parameters: \\(none\\)"),
+        ({"policies": "random:foo=1"}, "unknown parameter .foo.; valid parameters: \\(none\\)"),
         ({"budgets": "0,5"}, "budgets must be >= 1"),
     ],
 )
@@ -138,6 +138,23 @@ def test_trials_only_for_randomised_pairs():
     assert count[("loss", "random")] == 3
     assert count[("loss", "topk")] == 1 and count[("loss", "sv")] == 1  # deterministic: one trial
     assert count[("random", "topk")] == 3  # a random score makes topk random
+
+
+def test_sign_reading_policies_pair_only_with_signed_scores():
+    config = resolve_config(
+        None,
+        {
+            **SMALL,
+            "scores": ["influence", "influence-test"],
+            "policies": ["topk", "topk:sign=helpful-first", "vsv"],
+        },
+    )
+    with pytest.warns(UserWarning, match="left out: influence x topk:sign=helpful-first$"):
+        units = plan_units(config)
+    pairs = {(u.score, u.policy) for u in units}
+    assert ("influence-test", "topk:sign=helpful-first") in pairs
+    assert ("influence", "topk:sign=helpful-first") not in pairs
+    assert {("influence", "topk"), ("influence", "vsv"), ("influence-test", "vsv")} <= pairs
 
 
 # -- running -------------------------------------------------------------------------------

@@ -229,6 +229,102 @@ def test_influence_predicts_leave_one_out_refits(k):
     np.testing.assert_allclose(s_inf, s_loo, rtol=0.1)
 
 
+@pytest.mark.parametrize("k", [2, 3])
+def test_influence_test_predicts_leave_one_out_validation_loss(k):
+    """influence-test's core, grad L_val^T H^-1 g_i, against exact refits without point i
+    (tight solver tol): signed values, both signs present, same ranking and magnitude."""
+    from leanaug.scores import loo_validation_loss_changes, validation_influence
+
+    X, y = make_data(n=500, d=3, k=k, seed=130 + k, labels=[4, -1, 7][:k])
+    Xv, yv = X[400:], y[400:]
+    X, y = X[:400], y[:400]
+    w = np.random.default_rng(5).uniform(0.5, 1.5, size=len(y))
+    clf = fit(X, y, w)
+    idx = np.random.default_rng(6).choice(len(y), size=30, replace=False)
+    est = validation_influence(clf, X, y, w, Xv, yv)[idx]
+    true = loo_validation_loss_changes(clf, X, y, w, Xv, yv, idx)
+    assert (true > 0).any() and (true < 0).any()
+    assert spearmanr(est, true)[0] >= 0.95
+    assert np.mean(np.sign(est) == np.sign(true)) >= 0.9
+    # first order: most points within a few %, the rest off by second-order terms
+    assert np.median(np.abs(est - true) / np.abs(true)) < 0.05
+    assert np.abs(est - true).max() <= 0.1 * np.abs(true).max()
+
+
+def test_mean_loss_gradient_matches_finite_differences():
+    from leanaug.scores import mean_loss_gradient
+
+    for k in (2, 3):
+        X, y = make_data(n=50, d=2, k=k, seed=140 + k)
+        clf = fit(X, y)
+        theta = parameter_vector(clf)
+        y_idx = clf.label_indices(y)
+        num = np.array(
+            [
+                (
+                    point_losses(theta + 1e-6 * e, X, y_idx, k).mean()
+                    - point_losses(theta - 1e-6 * e, X, y_idx, k).mean()
+                )
+                / 2e-6
+                for e in np.eye(theta.size)
+            ]
+        )
+        np.testing.assert_allclose(mean_loss_gradient(clf, X, y), num, rtol=1e-6, atol=1e-9)
+
+
+def test_influence_test_score_cross_fits_on_training_folds():
+    from leanaug.scores import validation_influence
+
+    X, y = make_data(n=120, d=3, seed=150)
+    clf = fit(X, y)
+    score = SCORES.get("influence-test")(n_folds=2, seed=3)
+    s = score.score(clf, X, y)
+    ref = np.empty(len(y))
+    for train, val in score.folds(y):  # each point scored by the fit on its own fold
+        f = clf.clone().fit(X[train], y[train])
+        ref[train] = validation_influence(f, X[train], y[train], None, X[val], y[val])
+    np.testing.assert_allclose(s, ref, rtol=1e-12)
+    assert s.min() < 0 < s.max() and score.signed
+    with pytest.raises(LeanaugError, match="n_folds"):
+        SCORES.get("influence-test")(n_folds=1)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_leverage_corrected_self_influence(k):
+    """g^T (H - H_i)^-1 g (= g^T H^-1 g / (1 - h_ii) for two classes) against a dense
+    solve with H_i built point by point, and closer to exact leave-one-out refits than
+    the plain self-influence."""
+    from leanaug.scores import leverage_self_influence
+
+    X, y = make_data(n=80, d=3, k=k, seed=160 + k)
+    w = np.random.default_rng(7).uniform(0.5, 1.5, size=len(y))
+    clf = fit(X, y, w)
+    cur = logistic_curvature(clf, X, y, w)
+    lev = leverage_self_influence(clf, X, y, w)
+    theta = parameter_vector(clf)
+    y_idx = clf.label_indices(y)
+    H = dense_hessian(theta, X, y_idx, w, 1.0, k)
+    for i in range(0, 80, 9):
+        Hi = dense_hessian(theta, X[i : i + 1], y_idx[i : i + 1], w[i : i + 1], 1.0, k)
+        Hi -= np.diag(np.diag(dense_hessian(theta, X[:0], y_idx[:0], w[:0], 1.0, k)))
+        Hm = H - Hi
+        g = cur.grads[i]
+        if cur.pinned:
+            Hm = Hm[:-1, :-1]
+        assert lev[i] == pytest.approx(g @ np.linalg.solve(Hm, g), rel=1e-8)
+    if k == 2:
+        Xt = np.hstack([X, np.ones((80, 1))])
+        p = 1 / (1 + np.exp(-(Xt @ theta)))
+        h = w * p * (1 - p) * np.einsum("ij,ji->i", Xt, np.linalg.solve(H, Xt.T))
+        np.testing.assert_allclose(lev, self_influence(clf, X, y, w) / (1 - h), rtol=1e-9)
+    idx = np.arange(0, 80, 4)
+    true = loo_loss_changes(clf, X, y, w, idx)
+    plain = SCORES.get("influence")().score(clf, X, y, w)[idx]
+    corrected = SCORES.get("influence")(leverage=True).score(clf, X, y, w)[idx]
+    err = lambda s: np.abs(s - true).sum()  # noqa: E731
+    assert err(corrected) < 0.8 * err(plain)
+
+
 def test_loo_score_is_abs_loss_change():
     X, y = make_data(n=30, d=2, seed=40)
     clf = fit(X, y)
@@ -294,9 +390,9 @@ def test_loss_score_is_log_loss():
 
 
 @pytest.mark.parametrize("k", [2, 3])
-def test_margin_score(k):
+def test_margin_exp_score(k):
     X, y = make_data(n=150, k=k, seed=80 + k)
-    s = SCORES.get("margin")(C=0.5).score(fit(X, y), X, y)
+    s = SCORES.get("margin-exp")(C=0.5).score(fit(X, y), X, y)
     assert np.all((s > 0) & (s <= 1))
     svm = LinearSVC(C=0.5, max_iter=10_000).fit(X, y)
     z = svm.decision_function(X)
@@ -312,6 +408,34 @@ def test_margin_score(k):
     assert np.argmax(s) == np.argmin(np.abs(m))
 
 
+def test_margin_score_is_the_absolute_svc_margin():
+    """The reference's margin: |decision value| of a linear SVC. By hand on a 1-d,
+    separable case (hard margin, f(x) = x): |m| = |x|; a point on the wrong side of the
+    boundary scores its distance, like its mirror image on the right side."""
+    X = np.array([[-3.0], [-2.0], [-1.0], [1.0], [2.0], [3.0]])
+    y = np.array([0, 0, 0, 1, 1, 1])
+    s = SCORES.get("margin")(C=100.0).score(None, X, y)
+    np.testing.assert_allclose(s, [3, 2, 1, 1, 2, 3], rtol=1e-6)
+    from sklearn.svm import SVC
+
+    X, y = make_data(n=120, k=2, seed=81)
+    s = SCORES.get("margin")().score(fit(X, y), X, y)
+    z = SVC(kernel="linear", C=1.0).fit(X, y).decision_function(X)
+    assert np.any(z[y == 0] > 0)  # some points lie on the wrong side
+    np.testing.assert_allclose(s, np.abs(z), rtol=1e-9)
+    # proportional favours far points, inverse near ones
+    from leanaug.policies import POLICIES, SelectionProblem
+
+    problem = SelectionProblem(X, y, s, X[:, None, :])
+    rng = np.random.default_rng(0)
+    prop = [
+        s[POLICIES.get("proportional")().select(problem, [1], rng)[1].indices[0]]
+        for _ in range(400)
+    ]
+    inv = [s[POLICIES.get("inverse")().select(problem, [1], rng)[1].indices[0]] for _ in range(400)]
+    assert np.mean(prop) > np.mean(s) > np.mean(inv)
+
+
 def test_random_score_needs_rng_and_is_uniform():
     X, y = make_data(n=5000, seed=90)
     clf = fit(X, y)
@@ -324,7 +448,10 @@ def test_random_score_needs_rng_and_is_uniform():
 
 
 def test_bad_input_raises():
-    with pytest.raises(UnknownNameError, match="valid names: influence, loo, loss, margin, random"):
+    with pytest.raises(
+        UnknownNameError,
+        match="valid names: influence, influence-test, loo, loss, margin, margin-exp, random",
+    ):
         SCORES.get("nope")
     with pytest.raises(LeanaugError, match="NaN"):
         check_scores(np.array([1.0, np.nan]), 2)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -406,20 +407,37 @@ def _run_unit(shared: _Shared, unit: Unit) -> list[dict[str, Any]]:
 
 
 def plan_units(config: SubsampleConfig) -> list[Unit]:
-    """Every (score, policy, trial) unit; deterministic ones get trial 0 only."""
+    """Every (score, policy, trial) unit; deterministic ones get trial 0 only.
+
+    A policy that reads a score's sign (``sign=helpful-first|skip-harmful``) is paired
+    only with signed scores (``influence-test``); the pairs left out are named in one
+    ``UserWarning``.
+    """
     from leanaug.policies import POLICIES
     from leanaug.scores import SCORES
 
     units = []
+    skipped = []
     for score_spec in config.scores:
-        score_random = score_is_random(instantiate("score", SCORES, score_spec))
+        score = instantiate("score", SCORES, score_spec)
+        score_random = score_is_random(score)
         for policy_spec in config.policies:
-            deterministic = (
-                policy_is_deterministic(instantiate("policy", POLICIES, policy_spec))
-                and not score_random
-            )
+            policy = instantiate("policy", POLICIES, policy_spec)
+            if getattr(policy, "sign", "magnitude") != "magnitude" and not getattr(
+                score, "signed", False
+            ):
+                skipped.append(f"{score_spec} x {policy_spec}")
+                continue
+            deterministic = policy_is_deterministic(policy) and not score_random
             trials = 1 if deterministic else config.trials
             units.extend(Unit(score_spec, policy_spec, t) for t in range(trials))
+    if skipped:
+        warnings.warn(
+            "policies that read the sign run only with signed scores (influence-test); "
+            f"left out: {', '.join(skipped)}",
+            UserWarning,
+            stacklevel=2,
+        )
     return units
 
 

@@ -3,19 +3,26 @@
 ``SCORES.get(name)(**params).score(clf, X, y, sample_weight=None, rng=None)`` returns one
 nonnegative float per training point; ``clf`` is the
 :class:`~leanaug.classifier.LogisticClassifier` fitted on (X, y, sample_weight).
-Names: ``loss``, ``influence``, ``loo``, ``margin``, ``random``.
+Names: ``loss``, ``influence``, ``influence-test`` (signed), ``loo``, ``margin``,
+``margin-exp``, ``random``.
 """
 
-from leanaug.scores import influence, loo, loss, margin, random  # noqa: F401  (register)
+from leanaug.scores import influence, loo, loss, margin, random, validation  # noqa: F401
 from leanaug.scores.base import SCORES, Score, ScoreFn, check_scores, score_function
 from leanaug.scores.influence import (
     InfluenceScore,
     influence_parameter_changes,
+    leverage_self_influence,
     logistic_curvature,
     parameter_vector,
     self_influence,
 )
-from leanaug.scores.loo import LOOScore, loo_loss_changes, loo_parameter_changes
+from leanaug.scores.loo import (
+    LOOScore,
+    loo_loss_changes,
+    loo_parameter_changes,
+    loo_validation_loss_changes,
+)
 from leanaug.scores.loss import LossScore
 from leanaug.scores.margin import (
     MarginExpScore,
@@ -25,6 +32,11 @@ from leanaug.scores.margin import (
     svm_margins,
 )
 from leanaug.scores.random import RandomScore
+from leanaug.scores.validation import (
+    ValidationInfluenceScore,
+    mean_loss_gradient,
+    validation_influence,
+)
 
 __all__ = [
     "SCORES",
@@ -36,15 +48,20 @@ __all__ = [
     "RandomScore",
     "Score",
     "ScoreFn",
+    "ValidationInfluenceScore",
     "check_scores",
     "fit_linear_svc",
     "influence_parameter_changes",
+    "leverage_self_influence",
     "logistic_curvature",
     "loo_loss_changes",
     "loo_parameter_changes",
+    "loo_validation_loss_changes",
+    "mean_loss_gradient",
     "parameter_vector",
     "score_function",
     "self_influence",
     "svc_margins",
     "svm_margins",
+    "validation_influence",
 ]

@@ -14,6 +14,10 @@ round-off cannot produce tiny negative scores. :func:`loo_parameter_changes` giv
 ``theta_{-i} - theta`` (intercepts centred for softmax), compared with
 :func:`~leanaug.scores.influence.influence_parameter_changes` in the tests.
 
+:func:`loo_validation_loss_changes` gives the exact change of a validation set's mean
+log loss, ``L_val(theta_{-i}) - L_val(theta)`` (signed), which the ``influence-test``
+score approximates (:mod:`leanaug.scores.validation`).
+
 n refits: meant for checks and small n. Refits use the classifier's ``tol``; for
 comparisons with influence use a tight one (e.g. 1e-10), as the changes are O(1/n).
 """
@@ -86,11 +90,43 @@ def loo_parameter_changes(
     return np.asarray(rows).reshape(len(rows), theta.size)
 
 
+def loo_validation_loss_changes(
+    clf: LogisticClassifier,
+    X: np.ndarray,
+    y: np.ndarray,
+    sample_weight: np.ndarray | None,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    indices: np.ndarray | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """``L_val(theta_{-i}) - L_val(theta)`` for i in ``indices`` (signed), ``L_val`` the
+    mean log loss over (X_val, y_val)."""
+    X, y, sample_weight = check_xy(X, y, sample_weight)
+    base = clf.log_loss_per_point(X_val, y_val).mean()
+    out = [
+        refit.log_loss_per_point(X_val, y_val).mean() - base
+        for _, refit in _refits(clf, X, y, sample_weight, indices, progress)
+    ]
+    return np.asarray(out, dtype=np.float64)
+
+
 @SCORES.register("loo")
 class LOOScore(Score):
     """Exact leave-one-out loss change ``|C w_i (logloss_i(theta_{-i}) - logloss_i(theta))|``.
 
-    Parameters: ``progress`` shows a rich progress bar over the n refits.
+    Parameters
+    ----------
+    progress : bool
+        Show a progress bar over the n refits.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(20, 2))
+    >>> y = (X[:, 0] + rng.normal(size=20) > 0).astype(int)
+    >>> LOOScore().score(LogisticClassifier().fit(X, y), X, y).shape
+    (20,)
     """
 
     name = "loo"
