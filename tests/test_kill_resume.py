@@ -188,3 +188,25 @@ def test_subsample_run_resumes_exactly(tmp_path: Path, capsys: pytest.CaptureFix
         return frame.sort_values(keys).reset_index(drop=True)
 
     pd.testing.assert_frame_equal(table(resumed), table(whole))
+
+
+@pytest.mark.parametrize("command", ["images", "augment"])
+def test_a_damaged_checkpoint_is_one_line_saying_what_to_do(
+    experts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """A checkpoint torn by a failing disk stops the rerun in one line that names the
+    file and says how to go on (exit status 2), not with safetensors' traceback."""
+    argv = ["distill", command, "--experts", str(experts), "--iterations", "2"]
+    argv += ["--syn-steps", "2", "--device", "cpu", "--out", str(tmp_path)]
+    argv += ["--ipc", "1", "--eval-every", "0"] if command == "images" else ["--picture-every", "0"]
+    run_cli(argv)
+    ckpt = tmp_path / "checkpoint.safetensors"
+    ckpt.write_bytes(ckpt.read_bytes()[:50])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert info.value.code == 2 and "Traceback" not in err
+    assert len(errors) == 1 and str(ckpt) in errors[0], err
+    assert "delete it to restart the run from iteration 0" in errors[0]

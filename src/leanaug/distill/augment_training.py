@@ -74,6 +74,7 @@ from leanaug.distill.matching import (
     unroll_student,
 )
 from leanaug.distill.networks import FlatModel
+from leanaug.distill.synthetic import RESTART_HINT
 from leanaug.errors import DataError, LeanaugError
 from leanaug.progress import note
 from leanaug.results import (
@@ -518,7 +519,7 @@ class _Run:
                 meta = f.metadata() or {}
                 tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
         except Exception as exc:  # noqa: BLE001 - safetensors raises several types
-            raise DataError(f"{path}: not a readable checkpoint ({exc})") from exc
+            raise DataError(f"{path}: not a readable checkpoint ({exc}); {RESTART_HINT}") from exc
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise DataError(
                 f"{path}: format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}"

@@ -63,6 +63,10 @@ def initial_images(
     return train_images[idx].clone(), labels
 
 
+# What to do about a damaged checkpoint (the writes are atomic; a disk can still fail).
+RESTART_HINT = "delete it to restart the run from iteration 0, or use another --out"
+
+
 @dataclass
 class Checkpoint:
     """What a resumed run needs: the learnable tensors, SGD momenta and the iteration done."""
@@ -90,7 +94,9 @@ class Checkpoint:
                 meta = f.metadata() or {}
                 tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
         except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
-            raise DataError(f"{path}: not a readable distillation checkpoint ({exc})") from exc
+            raise DataError(
+                f"{path}: not a readable distillation checkpoint ({exc}); {RESTART_HINT}"
+            ) from exc
         if meta.get("format") != CHECKPOINT_FORMAT or "images" not in tensors:
             raise DataError(
                 f"{path}: format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}"
