@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -228,8 +229,9 @@ def test_exploding_loss_stops_and_keeps_last_checkpoint(digits_experts, tmp_path
     from leanaug.distill.matching import DistillationDiverged
     from leanaug.distill.synthetic import Checkpoint
 
-    # a far too large student step: the loss is ~480 at iteration 1, ~890 at iteration 2
-    est = _fast(lr_teacher=0.3, checkpoint_every=1, loss_limit=800.0)
+    # a far too large student step and unbounded pixel steps (the reference's): the loss is
+    # ~480 at iteration 1, ~890 at iteration 2
+    est = _fast(lr_teacher=0.3, checkpoint_every=1, loss_limit=800.0, max_image_step=0.0)
     with pytest.raises(DistillationDiverged) as info:
         est.fit(digits_experts, tmp_path, progress=False)
     message = str(info.value)
@@ -274,9 +276,9 @@ def test_alpha_stays_positive_under_a_large_step_size_learning_rate(digits_exper
     )
     alphas = est.log_["alpha"].to_numpy()
     assert (alphas > 0).all() and est.lr_ > 0
-    # the learning rate is large enough that alpha moves a lot (an additive update of the
-    # same first-order size would have crossed zero)
-    assert alphas.max() / min(alphas.min(), est.lr_) > 3
+    # the learning rate is large enough that alpha moves as far as the bound lets it (5 % an
+    # iteration: an additive update of the same first-order size would have crossed zero)
+    assert alphas.max() / min(alphas.min(), est.lr_) > 1.4
 
 
 def test_settings_are_checked(digits_experts, tmp_path):
@@ -368,7 +370,7 @@ def test_cli_experts_then_images_then_evaluate(tmp_path, capsys):
 def test_alpha_update_is_the_references_step_at_any_alpha():
     """SGD (lr_lr, momentum 0.5) on log(alpha) through step_log_alpha_ moves alpha by MTT's
     -lr_lr * dL/dalpha to first order also far from alpha_0, and a step larger than alpha
-    itself halves alpha instead of crossing zero."""
+    itself divides alpha by MAX_ALPHA_FACTOR (1.05) instead of crossing zero."""
     from leanaug.distill.matching import step_log_alpha_
 
     lr_lr = 1e-5
@@ -384,5 +386,125 @@ def test_alpha_update_is_the_references_step_at_any_alpha():
         step = one_step(alpha0, g) - alpha0
         # first order: relative error ~ step / 2 alpha
         assert step == pytest.approx(-lr_lr * g, rel=2e-2)
-    # a huge gradient: the reference's step would make alpha negative; here it halves
-    assert one_step(1e-4, 1e3) == pytest.approx(0.5e-4, rel=1e-9)
+    # a huge gradient: the reference's step would make alpha negative; here it shrinks by 5 %
+    assert one_step(1e-4, 1e3) == pytest.approx(1e-4 / 1.05, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- issue 18
+def test_alpha_momentum_cannot_carry_one_huge_gradient():
+    """One huge first gradient (digits: dL/dlog alpha 3e6, 40x the bound at lr_lr 1e-5) used to
+    stay in the momentum buffer and halve alpha at every later step whatever the gradient
+    said; now the buffer holds only the step taken, so a reversed gradient turns alpha
+    around at once. Planted bug it catches: the clipped step without resetting the buffer."""
+    from leanaug.distill.matching import step_log_alpha_
+
+    log_alpha = torch.tensor(math.log(0.01), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([log_alpha], lr=1e-5, momentum=0.5)
+    step_log_alpha_(opt, log_alpha, torch.tensor(3e4, dtype=torch.float64))  # 0.01 / 1.05
+    first = float(log_alpha.detach().exp())
+    assert first == pytest.approx(0.01 / 1.05, rel=1e-9)
+    step_log_alpha_(opt, log_alpha, torch.tensor(-30.0, dtype=torch.float64))  # wants larger
+    # the buffer holds (log 1.05) / lr_lr = 4.9e3, not 3e6: half of it is outweighed by the new
+    # gradient (-30 / alpha = -3.2e3), so alpha grows at once; with the old buffer it would
+    # have shrunk by the full bound for 9 more iterations
+    after = float(log_alpha.detach().exp())
+    assert first < after < first * 1.05
+
+
+def test_loss_growth_reason():
+    from leanaug.distill.matching import loss_growth_reason
+
+    assert loss_growth_reason([5.9, 19, 45], 5.0) is None  # too few to compare
+    assert loss_growth_reason([5.9, 19, 45, 111], 5.0) is None  # median 45 / 19
+    message = loss_growth_reason([5.9, 19, 45, 111, 207], 5.0)  # the issue's digits run
+    assert message is not None and "grown 5.84-fold" in message
+    assert loss_growth_reason([5.9, 19, 45, 111, 207], 0.0) is None  # off
+    assert loss_growth_reason([1.0, 0.9, 0.8, 40.0, 0.7], 5.0) is None  # one outlier
+
+
+def test_growing_loss_stops_and_keeps_last_good_checkpoint(digits_experts, tmp_path, monkeypatch):
+    """A run built to diverge (its loss multiplied by 3 each iteration) stops once the loss has
+    grown 5-fold over its start, before the absolute limit, and keeps the checkpoint."""
+    import leanaug.distill.matching as matching
+    from leanaug.distill.synthetic import Checkpoint
+
+    real = matching.match_gradients
+    calls = []
+
+    def growing(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls.append(1)
+        result.loss = result.loss * 3.0 ** len(calls)
+        return result
+
+    monkeypatch.setattr(matching, "match_gradients", growing)
+    with pytest.raises(matching.DistillationDiverged) as info:
+        _fast(checkpoint_every=1, loss_limit=1e9).fit(digits_experts, tmp_path, progress=False)
+    message = str(info.value)
+    # losses ~ L*3, L*9, L*27, L*81, L*243: the median of the last 3 is 9x the first 3's at 5
+    assert "stopped at iteration 5" in message and "grown" in message, message
+    assert "checkpoint (iteration 4) is kept" in message
+    kept = Checkpoint.load(tmp_path / "checkpoint.safetensors")
+    assert kept.iteration == 4 and torch.isfinite(kept.images).all()
+    assert not (tmp_path / "images.safetensors").exists()
+
+
+def test_digits_defaults_end_at_least_as_good_as_the_initial_images(digits_experts, tmp_path):
+    """The defaults (lr_img, max_image_step, the alpha rule, T+ = all) on digits: after a short
+    run the images train fresh networks at least as well as the initial real images (same
+    seeds; at alpha_0, and at the learned alpha within a run's spread). Before the fix the
+    first pixel step alone moved the images by 1.8e4 RMS and they ended at chance."""
+    from leanaug.distill.evaluate import evaluate_images, load_image_set
+    from leanaug.distill.experts import load_config, load_dataset_for, load_preprocessor
+    from leanaug.distill.matching import BEST_IMAGES_NAME, TrajectoryMatching, tracking_summary
+    from leanaug.distill.synthetic import initial_images
+
+    est = TrajectoryMatching(
+        ipc=1, iterations=6, eval_every=3, eval_runs=1, eval_epochs=20, device="cpu"
+    ).fit(digits_experts, tmp_path, progress=False)
+    settings = json.loads((tmp_path / "distill_config.json").read_text())
+    assert settings["max_start_epoch"] == 2  # 3 expert epochs, M = 2: T+ resolved to all
+    steps = est.log_["image_step"].dropna()
+    assert (steps <= 2 * 0.01 + 1e-6).all()  # bounded (momentum 0.5: at most twice the bound)
+    alphas = est.log_["alpha"].to_numpy()
+    assert (alphas[1:] / alphas[:-1]).max() <= 1.05 + 1e-9
+    assert (alphas[:-1] / alphas[1:]).max() <= 1.05 + 1e-9
+    track = tracking_summary(est.log_)
+    best = load_image_set(tmp_path / BEST_IMAGES_NAME)
+    assert best.metadata["iteration"] == track.best_iteration
+
+    cfg, pre = load_config(digits_experts), load_preprocessor(digits_experts)
+    ds = load_dataset_for(cfg)
+    x, y = pre.transform(ds.train_images), torch.as_tensor(ds.train_labels)
+    test_x, test_y = pre.transform(ds.test_images), torch.as_tensor(ds.test_labels)
+    init, _ = initial_images(x, y, 10, 1, "real", 0)
+
+    def acc(images, lr):
+        return evaluate_images(
+            images, est.labels_, test_x, test_y, cfg["network"], lr, epochs=200, runs=3,
+            device="cpu", seed=1,
+        ).final_mean  # fmt: skip
+
+    initial = acc(init, 0.01)
+    assert acc(est.images_, 0.01) >= initial
+    assert acc(est.images_, est.lr_) >= initial - 0.02
+
+
+def test_cli_warns_when_the_images_get_worse(digits_experts, tmp_path, capsys):
+    """A run built to get worse (unbounded pixel steps at lr_img 1e5, the guards off) ends with
+    one WARNING line on stderr, and the summary prints the initial, final and best figures."""
+    out = tmp_path / "worse"
+    argv = (
+        f"distill images --experts {digits_experts} --ipc 2 --out {out} --syn-steps 4 "
+        "--expert-epochs 1 --iterations 4 --lr-img 1e5 --max-image-step 0 --loss-growth 0 "
+        "--loss-limit 1e12 --eval-every 4 --eval-runs 1 --eval-epochs 60 --device cpu"
+    )
+    assert _cli(argv.split()) == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, captured.err
+    assert "made the images worse" in warnings[0] and "best_images.safetensors" in warnings[0]
+    assert "initial images (iteration 0): tracking test accuracy" in captured.out
+    assert "iteration 4: final test accuracy" in captured.out
+    assert "best checkpoint: iteration 0" in captured.out
+    assert (out / "best_images.safetensors").is_file()

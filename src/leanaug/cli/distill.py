@@ -198,15 +198,23 @@ def images_command(
     syn_steps: int = typer.Option(20, help="N: student steps per iteration."),
     expert_epochs: int = typer.Option(2, help="M: expert epochs the N steps should match."),
     max_start_epoch: int = typer.Option(
-        2, help="T+: start epoch drawn uniformly from 0..T+-1 (reference randint(0, T+))."
+        None,
+        help="T+: start epoch drawn uniformly from 0..T+-1 (reference randint(0, T+)); "
+        "default: the whole usable trajectory (experts' epochs - M + 1).",
     ),
     iterations: int = typer.Option(500, help="Distillation iterations."),
     lr_img: float = typer.Option(100.0, help="SGD (momentum 0.5) learning rate of the pixels."),
+    max_image_step: float = typer.Option(
+        0.01,
+        help="One pixel update moves the images by at most this RMS (preprocessed units, real "
+        "images have std ~1): the gradient is clipped where lr_img would move them further "
+        "(0: no bound, the reference).",
+    ),
     lr_lr: float = typer.Option(
         1e-5,
         help="Learning rate of the step size alpha = exp(log_alpha): SGD on log_alpha with "
         "gradient dL/dalpha / alpha and lr lr_lr, i.e. the reference's update -lr_lr * dL/dalpha "
-        "at any alpha, at most a factor 2 per step.",
+        "at any alpha, at most 5 % per iteration (the momentum included).",
     ),
     lr_teacher: float = typer.Option(0.01, help="alpha_0: initial student step size."),
     batch_syn: int = typer.Option(0, help="Student minibatch size (0: all synthetic images)."),
@@ -231,6 +239,11 @@ def images_command(
     eval_epochs: int = typer.Option(300, help="Epochs per evaluation run (lr x0.1 at half)."),
     checkpoint_every: int = typer.Option(10, help="Checkpoint every this many iterations."),
     loss_limit: float = typer.Option(1e3, help="Stop when the matching loss exceeds this."),
+    loss_growth: float = typer.Option(
+        5.0,
+        help="Stop when the matching loss has grown this many times over its start (median of "
+        "the last 3 iterations over the first 3; 0: off).",
+    ),
     seed: int = typer.Option(0, help="Base seed (initial images, expert/epoch/batch/DSA draws)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     data_dir: Path = typer.Option(
@@ -239,7 +252,13 @@ def images_command(
     config: Path = typer.Option(None, help="YAML/JSON file of option values (flags win)."),
 ) -> None:
     """Distil images by matching expert trajectories (MTT); resumes a run in --out."""
-    from leanaug.distill.matching import IMAGES_NAME, TrajectoryMatching, read_settings_file
+    from leanaug.distill.matching import (
+        BEST_IMAGES_NAME,
+        IMAGES_NAME,
+        TrajectoryMatching,
+        read_settings_file,
+        tracking_summary,
+    )
 
     # --config: file values replace defaults, flags given on the command line win. (Own merge:
     # typer >= 0.29 vendors click, so click's ParameterSource / Option.type are not typer's.)
@@ -264,17 +283,27 @@ def images_command(
     console.print(
         f"distilling {v['ipc']} images per class from {v['experts']} into {v['out']} "
         f"({v['iterations']} iterations, N={v['syn_steps']}, M={v['expert_epochs']}, "
-        f"T+={v['max_start_epoch']}, memory {v['memory']})"
+        f"T+={'all' if v['max_start_epoch'] is None else v['max_start_epoch']}, memory {v['memory']})"
     )
     est.fit(v["experts"], v["out"], data_dir=v["data_dir"], progress=True)
-    log = est.log_
-    evals = log.dropna(subset=["eval_accuracy"])
-    if len(evals):
-        last = evals.iloc[-1]
+    track = tracking_summary(est.log_)
+    runs = f"({v['eval_runs']} runs, {v['eval_epochs']} epochs)"
+    if track is not None:
         typer.echo(
-            f"iteration {int(last['iteration'])}: final test accuracy {100 * last['eval_accuracy']:.2f} "
-            f"+- {100 * last['eval_accuracy_std']:.2f} % ({v['eval_runs']} runs, {v['eval_epochs']} epochs)"
+            f"initial images (iteration 0): tracking test accuracy {100 * track.initial:.2f} +- "
+            f"{100 * track.initial_std:.2f} % {runs}"
         )
+        typer.echo(
+            f"iteration {track.final_iteration}: final test accuracy {100 * track.final:.2f} "
+            f"+- {100 * track.final_std:.2f} % {runs}"
+        )
+        typer.echo(
+            f"best checkpoint: iteration {track.best_iteration}, {100 * track.best:.2f} % "
+            f"(selected on the test set), {Path(v['out']) / BEST_IMAGES_NAME}"
+        )
+        warning = track.warning(Path(v["out"]))
+        if warning:
+            console.print(warning, style="bold red", markup=False, highlight=False, soft_wrap=True)
     typer.echo(f"learned step size alpha = {est.lr_:.6g}")
     typer.echo(f"wrote {Path(v['out']) / IMAGES_NAME}")
 

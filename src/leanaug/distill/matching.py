@@ -376,7 +376,7 @@ def _match_reverse(
 
 
 # One alpha update may change alpha by at most this factor (see TrajectoryMatching).
-MAX_ALPHA_FACTOR = 2.0
+MAX_ALPHA_FACTOR = 1.05
 
 
 def step_log_alpha_(
@@ -386,14 +386,33 @@ def step_log_alpha_(
     ``lr_lr``) steps ``log_alpha`` with the gradient ``dL/dalpha / alpha``, which moves
     ``alpha`` by MTT's ``-lr_lr * dL/dalpha`` to first order at any ``alpha``
     (``d log(alpha) = d alpha / alpha``); the step is then bounded to a factor
-    ``MAX_ALPHA_FACTOR`` either way, where the reference's step would cross zero."""
+    ``MAX_ALPHA_FACTOR`` either way, where the reference's step would cross zero.
+
+    The bound also holds for what the momentum carries: the gradient is clipped before it
+    enters the momentum buffer (``lr_lr * |g| <= log MAX_ALPHA_FACTOR``), and when the step
+    is clipped the buffer is set to the step actually taken. Without that, one huge first
+    gradient (digits, issue 18: ``dL/dlog alpha = 3e6`` at ``lr_lr = 1e-5``, 40x the bound)
+    stayed in the buffer and moved alpha by the full factor for 5+ iterations in a row,
+    whatever the later gradients said."""
     alpha = log_alpha.detach().exp()
-    log_alpha.grad = (grad_alpha / alpha).to(log_alpha.dtype).reshape(log_alpha.shape)
+    grad = (grad_alpha / alpha).to(log_alpha.dtype).reshape(log_alpha.shape)
+    bound = math.log(MAX_ALPHA_FACTOR)
+    lrs = [
+        float(g["lr"]) for g in optimizer.param_groups if any(p is log_alpha for p in g["params"])
+    ]
+    lr = lrs[0] if lrs else 0.0
+    if lr > 0:
+        grad = grad.clamp(-bound / lr, bound / lr)
+    log_alpha.grad = grad
     before = log_alpha.detach().clone()
     optimizer.step()
-    bound = math.log(MAX_ALPHA_FACTOR)
     with torch.no_grad():
-        log_alpha.copy_(torch.minimum(torch.maximum(log_alpha, before - bound), before + bound))
+        clipped = torch.minimum(torch.maximum(log_alpha, before - bound), before + bound)
+        if lr > 0 and not torch.equal(clipped, log_alpha):
+            buf = optimizer.state.get(log_alpha, {}).get("momentum_buffer")
+            if buf is not None:
+                buf.copy_((before - clipped) / lr)
+        log_alpha.copy_(clipped)
     log_alpha.grad = None
 
 
@@ -418,6 +437,43 @@ def check_plan_inputs(images: Tensor, labels: Tensor, batches: Sequence[Tensor])
             raise LeanaugError("empty synthetic minibatch")
 
 
+def bounded_image_gradient(grad: Tensor, lr_img: float, max_image_step: float) -> Tensor:
+    """``grad`` scaled down, where needed, so that one SGD step ``lr_img * grad`` changes the
+    pixels by at most ``max_image_step`` root-mean-square (in the preprocessed units, where
+    real images have standard deviation about 1); ``max_image_step=0`` leaves it alone.
+
+    Gradient-norm clipping (as ``torch.nn.utils.clip_grad_norm_``, here on the RMS). Why:
+    the pixel gradient scales as ``1 / ||theta*_t - theta*_{t+M}||^2``, which depends on
+    the data set and the experts. On sklearn's digits (6 expert SGD steps per epoch, that
+    denominator 0.0028) the first gradient's norm was 2.3e3 for images of norm 25: at
+    lr_img 100 the first step moved the pixels by 1.8e4 RMS, at lr_img 0.01 the gradients
+    grew with the images (to 2.3e4) and they ended 15 RMS away; either way at chance."""
+    if max_image_step <= 0:
+        return grad
+    limit = max_image_step / lr_img
+    rms = grad.pow(2).mean().sqrt()
+    return grad * torch.clamp(limit / rms.clamp_min(torch.finfo(grad.dtype).tiny), max=1.0)
+
+
+def loss_growth_reason(losses: Sequence[float], growth: float, window: int = 3) -> str | None:
+    """Why a run whose matching loss has grown ``growth``-fold over its start must stop, or
+    ``None``. ``losses`` are the run's losses so far (iteration 1 first, the current one
+    last). The start is the median of the first ``window`` losses, the present the median
+    of the last ``window``; medians, so one unlucky (expert, start epoch) segment does not
+    stop a run. Only once there are more than ``window`` losses; ``growth=0``: never."""
+    if growth <= 0 or len(losses) <= window:
+        return None
+    start = float(torch.tensor(losses[:window], dtype=torch.float64).median())
+    now = float(torch.tensor(losses[-window:], dtype=torch.float64).median())
+    if start > 0 and now > growth * start:
+        return (
+            f"the matching loss has grown {now / start:.3g}-fold over its start (median of the "
+            f"last {window} iterations {now:.4g}, of the first {window} {start:.4g}; "
+            f"--loss-growth {growth:g})"
+        )
+    return None
+
+
 # --------------------------------------------------------------------------- the loop
 class DistillationDiverged(LeanaugError):
     """The matching loss or the step size blew up; the last good checkpoint is kept."""
@@ -427,6 +483,7 @@ CHECKPOINT_NAME = "checkpoint.safetensors"
 LOG_NAME = "log.parquet"
 SETTINGS_NAME = "distill_config.json"
 IMAGES_NAME = "images.safetensors"
+BEST_IMAGES_NAME = "best_images.safetensors"  # the best tracking evaluation's images
 # Settings a resumed run may change (how long to run, how often to look).
 _RESUMABLE_CHANGES = (
     "format",
@@ -436,6 +493,8 @@ _RESUMABLE_CHANGES = (
     "eval_epochs",
     "checkpoint_every",
     "device",
+    "loss_limit",
+    "loss_growth",
 )
 
 
@@ -453,7 +512,7 @@ class TrajectoryMatching:
     SGD (momentum 0.5, learning rate ``lr_lr``) on ``log_alpha`` with the gradient
     ``dL/dalpha / alpha`` (:func:`step_log_alpha_`): a step then moves ``alpha`` by the
     reference's ``-lr_lr * dL/dalpha`` to first order at every ``alpha``, and one step may
-    change ``alpha`` by at most a factor 2, where the reference's step would cross zero. (An earlier rule, ``lr_lr / alpha_0**2`` on ``dL/dlog_alpha``,
+    change ``alpha`` by at most a factor ``MAX_ALPHA_FACTOR`` (1.05; the momentum included), where the reference's step would cross zero (the reference's own steps are ~3 % on CIFAR-10: 1e-5 x dL/dalpha ~30 at alpha 0.01). (An earlier rule, ``lr_lr / alpha_0**2`` on ``dL/dlog_alpha``,
     matched the reference only at ``alpha_0`` and grew as ``(alpha / alpha_0)**2``: on
     CIFAR-10 one step at ``alpha = 50 alpha_0`` sent alpha to 1e-8 and the run never came back.)
 
@@ -461,7 +520,13 @@ class TrajectoryMatching:
     ``"tesla"`` (approximate); see the module docstring. ``theta_store="host"`` keeps the
     constant/tesla modes' stored student parameters in host memory on a GPU.
     ``loss_limit``: a matching loss above it (or a non-finite loss, gradient, alpha or
-    image) stops the run with :class:`DistillationDiverged`.
+    image) stops the run with :class:`DistillationDiverged`; so does a loss that has grown
+    ``loss_growth``-fold over the run's start (:func:`loss_growth_reason`; 0: off).
+    ``max_start_epoch=None``: T+ is the whole usable trajectory (every start epoch with
+    ``M`` expert epochs after it). ``max_image_step``: one pixel update changes the images
+    by at most this RMS (:func:`bounded_image_gradient`; 0: unbounded, the reference).
+    With tracking evaluation (``eval_every > 0``) the images of the best evaluation so far
+    are kept in ``best_images.safetensors`` (the reference's "best checkpoint").
 
     ``precision`` (``"float32"`` | ``"bfloat16"``: autocast of the student's forward pass)
     and ``channels_last`` are GPU fast paths (see ``docs/performance.md`` for what they
@@ -471,9 +536,10 @@ class TrajectoryMatching:
     ipc: int = 1
     syn_steps: int = 20
     expert_epochs: int = 2
-    max_start_epoch: int = 2
+    max_start_epoch: int | None = None
     iterations: int = 500
     lr_img: float = 100.0
+    max_image_step: float = 0.01
     lr_lr: float = 1e-5
     lr_teacher: float = 0.01
     batch_syn: int | None = None
@@ -488,6 +554,7 @@ class TrajectoryMatching:
     eval_epochs: int = 300
     checkpoint_every: int = 10
     loss_limit: float = 1e3
+    loss_growth: float = 5.0
     seed: int = 0
     device: str = "auto"
 
@@ -522,8 +589,16 @@ class TrajectoryMatching:
                 f"expert_epochs must be at least 1, got {self.expert_epochs}",
             ),
             (
-                self.max_start_epoch >= 1,
+                self.max_start_epoch is None or self.max_start_epoch >= 1,
                 f"max_start_epoch must be at least 1, got {self.max_start_epoch}",
+            ),
+            (
+                self.max_image_step >= 0 and math.isfinite(self.max_image_step),
+                f"max_image_step must be >= 0 (0: no bound), got {self.max_image_step}",
+            ),
+            (
+                self.loss_growth == 0 or self.loss_growth > 1,
+                f"loss_growth must be above 1 (0: off), got {self.loss_growth}",
             ),
             (self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}"),
             (
@@ -640,11 +715,61 @@ _LOG_COLUMNS = (
     "alpha",
     "grad_norm",
     "alpha_grad",
+    "image_step",
     "seconds",
     "eval_accuracy",
     "eval_accuracy_std",
     "eval_best_accuracy",
 )
+
+
+# A final tracking accuracy this far (a fraction) below the initial images' is a warning.
+WORSE_THAN_INITIAL = 0.05
+
+
+@dataclass
+class TrackingSummary:
+    """Tracking accuracies of a run's log: the initial images (iteration 0), the last
+    evaluation and the best one (the reference's "best checkpoint")."""
+
+    initial: float
+    initial_std: float
+    final: float
+    final_std: float
+    final_iteration: int
+    best: float
+    best_iteration: int
+
+    def warning(self, out: str | os.PathLike[str]) -> str | None:
+        """One WARNING line when the final accuracy is far below the initial images'."""
+        if self.final >= self.initial - WORSE_THAN_INITIAL:
+            return None
+        return (
+            f"WARNING: distillation made the images worse: tracking test accuracy fell from "
+            f"{100 * self.initial:.2f} % (initial images) to {100 * self.final:.2f} % at iteration "
+            f"{self.final_iteration}; the best checkpoint (iteration {self.best_iteration}, "
+            f"{100 * self.best:.2f} %) is {Path(out) / BEST_IMAGES_NAME}. Try a smaller "
+            "--max-image-step or --lr-img, fewer --syn-steps, or experts trained for more epochs."
+        )
+
+
+def tracking_summary(log: pd.DataFrame) -> TrackingSummary | None:
+    """The :class:`TrackingSummary` of a run's log, ``None`` without evaluations at
+    iteration 0 and later."""
+    evals = log.dropna(subset=["eval_accuracy"])
+    if len(evals) < 2 or int(evals["iteration"].iloc[0]) != 0:
+        return None
+    first, last = evals.iloc[0], evals.iloc[-1]
+    best = evals.loc[evals["eval_accuracy"].idxmax()]  # the first of equal ones
+    return TrackingSummary(
+        initial=float(first["eval_accuracy"]),
+        initial_std=float(first["eval_accuracy_std"]),
+        final=float(last["eval_accuracy"]),
+        final_std=float(last["eval_accuracy_std"]),
+        final_iteration=int(last["iteration"]),
+        best=float(best["eval_accuracy"]),
+        best_iteration=int(best["iteration"]),
+    )
 
 
 def _settings_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -690,7 +815,16 @@ class _Run:
         self.config = self.experts[0].config
         self.pre = load_preprocessor(self.experts_dir)
         epochs = min(e.epochs_done for e in self.experts)
-        if est.max_start_epoch - 1 + est.expert_epochs > epochs:
+        if est.max_start_epoch is None:  # T+: the whole usable trajectory
+            if est.expert_epochs > epochs:
+                raise LeanaugError(
+                    f"--expert-epochs {est.expert_epochs} needs experts of at least "
+                    f"{est.expert_epochs} epochs; {self.experts_dir} has {epochs}"
+                )
+            self.max_start = epochs - est.expert_epochs + 1
+        else:
+            self.max_start = est.max_start_epoch
+        if self.max_start - 1 + est.expert_epochs > epochs:
             raise LeanaugError(
                 f"--max-start-epoch {est.max_start_epoch} with --expert-epochs {est.expert_epochs} needs experts of at "
                 f"least {est.max_start_epoch - 1 + est.expert_epochs} epochs; {self.experts_dir} has {epochs}"
@@ -724,10 +858,9 @@ class _Run:
         experts_cfg["dataset"] = {
             k: v for k, v in experts_cfg.get("dataset", {}).items() if k != "data_dir"
         }
+        params = {**self.est.get_params(), "max_start_epoch": self.max_start}  # T+ resolved
         return json.loads(
-            json.dumps(
-                {**self.est.get_params(), "experts": experts_cfg, "num_experts": len(self.experts)}
-            )
+            json.dumps({**params, "experts": experts_cfg, "num_experts": len(self.experts)})
         )
 
     def _prepare(self) -> None:
@@ -873,6 +1006,36 @@ class _Run:
         )
         return result.final_mean, result.final_std, result.best_mean
 
+    def _keep_best(self, iteration: int) -> None:
+        """Write ``best_images.safetensors`` when ``iteration``'s tracking accuracy is the
+        best so far (ties keep the earlier one), as the reference keeps its best checkpoint.
+        Decided from the log, so a resumed run keeps the same file."""
+        from leanaug.distill.evaluate import save_image_set
+
+        evals = [
+            (r["eval_accuracy"], r["iteration"])
+            for r in self.rows
+            if r.get("eval_accuracy") is not None and not pd.isna(r["eval_accuracy"])
+        ]
+        if not evals:
+            return
+        best = max(evals, key=lambda e: (e[0], -e[1]))
+        if best[1] != iteration:
+            return
+        save_image_set(
+            self.out / BEST_IMAGES_NAME,
+            self.images.detach().cpu(),
+            self.labels.cpu(),
+            lr=self.alpha(),
+            metadata={
+                "experts": str(self.experts_dir),
+                "method": "trajectory matching (MTT), best tracking checkpoint",
+                "iteration": iteration,
+                "tracking_accuracy": best[0],
+                "settings": self._settings(),
+            },
+        )
+
     def _diverged(self, iteration: int, what: str) -> None:
         self._write_log()
         where = (
@@ -881,8 +1044,8 @@ class _Run:
             else "no checkpoint was written yet"
         )
         raise DistillationDiverged(
-            f"distillation stopped at iteration {iteration}: {what} (try a smaller --lr-img, --lr-lr, "
-            f"--lr-teacher or --max-start-epoch); {where}"
+            f"distillation stopped at iteration {iteration}: {what} (try a smaller --lr-img, "
+            f"--max-image-step, --lr-lr, --lr-teacher, --syn-steps or --max-start-epoch); {where}"
         )
 
     # ------------------------------------------------------------------ the loop
@@ -907,6 +1070,8 @@ class _Run:
             )
             self._grid(0)
             self._checkpoint(0)
+            if evaluating:
+                self._keep_best(0)
         with Progress(disable=not self.progress) as bar:
             task = bar.add_task(
                 "distilling", total=est.iterations, completed=min(self.start, est.iterations)
@@ -915,7 +1080,7 @@ class _Run:
                 tic = time.perf_counter()
                 gen = torch_generator(est.seed, "iteration", it)
                 e = int(torch.randint(len(self.experts), (1,), generator=gen))
-                t = int(torch.randint(est.max_start_epoch, (1,), generator=gen))
+                t = int(torch.randint(self.max_start, (1,), generator=gen))
                 plan = plan_student(n, est.syn_steps, est.batch_syn, gen)
                 start, target = expert_segment(self.experts[e].trajectory, t, est.expert_epochs)
                 alpha = self.log_alpha.detach().exp()
@@ -952,8 +1117,19 @@ class _Run:
                 if not (math.isfinite(grad_norm) and math.isfinite(alpha_grad)):
                     self.rows.append(row)
                     self._diverged(it, "the gradient is not finite")
-                self.images.grad = res.grad_images.to(self.images.dtype)
+                grown = loss_growth_reason(
+                    [r["loss"] for r in self.rows if r.get("loss") is not None] + [loss],
+                    est.loss_growth,
+                )
+                if grown is not None:
+                    self.rows.append(row)
+                    self._diverged(it, grown)
+                before = self.images.detach().clone()
+                self.images.grad = bounded_image_gradient(
+                    res.grad_images.to(self.images.dtype), est.lr_img, est.max_image_step
+                )
                 self.opt_img.step()
+                row["image_step"] = float((self.images.detach() - before).pow(2).mean().sqrt())
                 step_log_alpha_(self.opt_lr, self.log_alpha, res.grad_alpha)
                 self.images.grad = None
                 new_alpha = self.alpha()
@@ -974,6 +1150,8 @@ class _Run:
                     )
                     self._grid(it)
                 self.rows.append(row)
+                if evaluate_now:
+                    self._keep_best(it)
                 if evaluate_now or last or it % est.checkpoint_every == 0:
                     self._checkpoint(it)
                 acc_text = (
