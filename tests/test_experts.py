@@ -300,3 +300,50 @@ def test_cli_bad_input_exits_2_with_one_line(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err and message in err, err
+
+
+# ------------------------------------------------------------------ first padding (issue 18.1)
+def test_literature_convnet_for_28x28x1_pads_its_first_convolution_by_3() -> None:
+    """28 -> 32 -> 16 -> 8 -> 4: the head sees 4 x 4 x width (padding 1 gave 28 -> 14 -> 7 -> 3,
+    the last pooling dropping a row and a column)."""
+    from leanaug.distill.networks import ConvNet, literature_first_padding
+
+    assert literature_first_padding(1, (28, 28)) == 3
+    assert literature_first_padding(3, (32, 32)) == 1 and literature_first_padding(1, (8, 8)) == 1
+    net = ConvNet(1, 10, (28, 28), width=16, first_padding=3)
+    x = torch.zeros(2, 1, 28, 28)
+    sizes = []
+    for layer in net.features:
+        x = layer(x)
+        if isinstance(layer, torch.nn.Conv2d | torch.nn.AvgPool2d):
+            sizes.append(tuple(x.shape[2:]))
+    assert sizes == [(32, 32), (16, 16), (16, 16), (8, 8), (8, 8), (4, 4)]
+    assert net.classifier.in_features == 16 * 4 * 4
+    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert ConvNet(1, 10, (28, 28), width=16).classifier.in_features == 16 * 3 * 3  # padding 1
+
+
+def test_mnist_like_experts_default_to_padding_3_and_old_folders_load_as_they_were(
+    tmp_path: Path,
+) -> None:
+    from leanaug.data.base import ImageDataset
+    from leanaug.distill.experts import expert_config
+
+    rng = np.random.default_rng(0)
+    fake = ImageDataset(
+        name="fake28",
+        train_images=rng.integers(0, 256, (20, 1, 28, 28), dtype=np.uint8),
+        train_labels=np.arange(20, dtype=np.int64) % 10,
+        test_images=rng.integers(0, 256, (10, 1, 28, 28), dtype=np.uint8),
+        test_labels=np.arange(10, dtype=np.int64),
+        class_names=tuple(str(i) for i in range(10)),
+    )
+    cfg = expert_config(fake, experts=1, epochs=1, width=8)
+    assert cfg["network"]["first_padding"] == 3
+    assert build_network(cfg["network"]).classifier.in_features == 8 * 4 * 4
+    # a config.json written before the setting existed: the padding-1 network it was
+    old = {k: v for k, v in cfg["network"].items() if k != "first_padding"}
+    assert build_network(old).classifier.in_features == 8 * 3 * 3
+    assert (
+        expert_config(fake, experts=1, epochs=1, first_padding=1)["network"]["first_padding"] == 1
+    )

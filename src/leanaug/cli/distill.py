@@ -110,6 +110,11 @@ def experts_command(
     width: int = typer.Option(128, help="ConvNet width."),
     depth: int = typer.Option(3, help="ConvNet depth."),
     norm: str = typer.Option("instancenorm", help="ConvNet norm: instancenorm, groupnorm, none."),
+    first_padding: int = typer.Option(
+        None,
+        help="Padding of the ConvNet's first convolution (default: 3 for 1-channel 28x28 "
+        "input, the literature's MNIST ConvNet, 28 -> 32 -> 16 -> 8 -> 4; else 1).",
+    ),
     lr: float = typer.Option(0.01, help="SGD learning rate (momentum 0, no weight decay)."),
     batch_size: int = typer.Option(256, help="Minibatch size."),
     zca: bool = typer.Option(
@@ -169,6 +174,7 @@ def experts_command(
         width=v["width"],
         depth=v["depth"],
         norm=v["norm"],
+        first_padding=v["first_padding"],
         lr=v["lr"],
         batch_size=v["batch_size"],
         zca=v["zca"],
@@ -499,6 +505,7 @@ def evaluate_command(
         source = {"experts": str(v["experts"])}
     elif v["dataset"] is not None:
         from leanaug.data import load_dataset
+        from leanaug.distill.networks import literature_first_padding
 
         extra = (
             {"n_train": v["n_train"], "subset": "random", "seed": v["seed"]} if v["n_train"] else {}
@@ -514,6 +521,7 @@ def evaluate_command(
             width=v["width"],
             depth=v["depth"],
             norm=v["norm"],
+            first_padding=literature_first_padding(c, (h, w)),
         )
         default_lr, default_lr_source = 0.01, "default"
         source = {"dataset": v["dataset"], "n_train": v["n_train"], "zca": v["zca"]}

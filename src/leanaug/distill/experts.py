@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from leanaug.data.base import ImageDataset
 from leanaug.device import resolve_device
 from leanaug.distill.dsa import DEFAULT_STRATEGY, DSA
-from leanaug.distill.networks import NETWORKS, FlatModel
+from leanaug.distill.networks import NETWORKS, FlatModel, literature_first_padding
 from leanaug.distill.preprocess import CONFIG_NAME as PREPROCESS_CONFIG
 from leanaug.distill.preprocess import Preprocessor
 from leanaug.distill.training import accuracy, train_epoch, training_forward
@@ -113,6 +113,7 @@ def expert_config(
     width: int = 128,
     depth: int = 3,
     norm: str = "instancenorm",
+    first_padding: int | None = None,
     lr: float = 0.01,
     batch_size: int = 256,
     zca: bool = False,
@@ -127,6 +128,8 @@ def expert_config(
     ``subset``, ``seed``, ``data_dir``); ``data_dir`` is informational and not compared.
     """
     c, h, w = dataset.image_shape
+    if first_padding is None:  # the literature's: 3 for MNIST-like 1 x 28 x 28, else 1
+        first_padding = literature_first_padding(c, (h, w))
     spec = {"name": dataset.name, **(dataset_spec or {})}
     dsa = DSA(dsa_strategy) if dsa_strategy else None
     return {
@@ -146,6 +149,7 @@ def expert_config(
             "width": width,
             "depth": depth,
             "norm": norm,
+            "first_padding": first_padding,
         },
         "preprocessing": {"zca": zca, "zca_eps": zca_eps},
         "training": {
@@ -165,6 +169,8 @@ def expert_config(
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in cfg.items() if k not in _EXTENSIBLE_KEYS}
+    if isinstance(out.get("network"), dict) and "first_padding" not in out["network"]:
+        out["network"] = {**out["network"], "first_padding": 1}  # written before the option
     out["dataset"] = {k: v for k, v in cfg.get("dataset", {}).items() if k != "data_dir"}
     return json.loads(json.dumps(out))  # tuples -> lists, as after a JSON round trip
 
@@ -329,6 +335,7 @@ def train_experts(
     width: int = 128,
     depth: int = 3,
     norm: str = "instancenorm",
+    first_padding: int | None = None,
     lr: float = 0.01,
     batch_size: int = 256,
     zca: bool = False,
@@ -375,6 +382,7 @@ def train_experts(
         width=width,
         depth=depth,
         norm=norm,
+        first_padding=first_padding,
         lr=lr,
         batch_size=batch_size,
         zca=zca,

@@ -24,7 +24,18 @@ NORMS.register("groupnorm")(lambda c: nn.GroupNorm(min(4, c), c, affine=True))
 NORMS.register("none")(lambda c: nn.Identity())
 
 
+def literature_first_padding(in_channels: int, image_size: tuple[int, int]) -> int:
+    """The first convolution's padding of the literature's ConvNet: 3 for MNIST-like input
+    (1 channel, 28x28: the maps go 32 -> 16 -> 8 -> 4, as in the dataset-condensation code
+    that MNIST results use), else 1."""
+    return 3 if in_channels == 1 and tuple(image_size) == (28, 28) else 1
+
+
 class ConvNet(nn.Module):
+    """``first_padding``: the padding of the first convolution (1 keeps the size; 3 on
+    28x28 MNIST makes the maps 32 -> 16 -> 8 -> 4 instead of 28 -> 14 -> 7 -> 3, where the
+    last pooling drops a row and a column); config.json files without it mean 1."""
+
     def __init__(
         self,
         in_channels: int,
@@ -33,14 +44,18 @@ class ConvNet(nn.Module):
         width: int = 128,
         depth: int = 3,
         norm: str = "instancenorm",
+        first_padding: int = 1,
     ) -> None:
         super().__init__()
         make_norm = NORMS.get(norm)
+        if first_padding < 0:
+            raise LeanaugError(f"ConvNet first_padding must be >= 0, got {first_padding}")
         layers: list[nn.Module] = []
         channels, (h, w) = in_channels, image_size
-        for _ in range(depth):
+        h, w = h + 2 * (first_padding - 1), w + 2 * (first_padding - 1)
+        for d in range(depth):
             layers += [
-                nn.Conv2d(channels, width, kernel_size=3, padding=1),
+                nn.Conv2d(channels, width, kernel_size=3, padding=first_padding if d == 0 else 1),
                 make_norm(width),
                 nn.ReLU(inplace=False),
                 nn.AvgPool2d(kernel_size=2, stride=2),
@@ -57,6 +72,7 @@ class ConvNet(nn.Module):
             width=width,
             depth=depth,
             norm=norm,
+            first_padding=first_padding,
         )
 
     def embed(self, x: Tensor) -> Tensor:
