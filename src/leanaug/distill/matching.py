@@ -1048,6 +1048,122 @@ class _Run:
             f"--max-image-step, --lr-lr, --lr-teacher, --syn-steps or --max-start-epoch); {where}"
         )
 
+    # ------------------------------------------------------------------ one iteration
+    def _first_row(self) -> None:
+        """Iteration 0 of a fresh run: the starting images' row (with their tracking
+        accuracy when evaluating), their grid, a checkpoint and, when evaluating, the best
+        images so far."""
+        evaluating = self.est.eval_every > 0
+        acc = self._evaluate(0) if evaluating else (None, None, None)
+        self.rows.append(
+            dict(
+                iteration=0,
+                alpha=self.alpha(),
+                eval_accuracy=acc[0],
+                eval_accuracy_std=acc[1],
+                eval_best_accuracy=acc[2],
+            )
+        )
+        self._grid(0)
+        self._checkpoint(0)
+        if evaluating:
+            self._keep_best(0)
+
+    def _match(self, it: int) -> tuple[Any, dict[str, Any]]:
+        """Draw iteration ``it``'s expert, start epoch and student plan (in this order,
+        from the iteration's own generator) and match gradients; returns the result and
+        the iteration's row."""
+        est = self.est
+        gen = torch_generator(est.seed, "iteration", it)
+        e = int(torch.randint(len(self.experts), (1,), generator=gen))
+        t = int(torch.randint(self.max_start, (1,), generator=gen))
+        plan = plan_student(self.images.shape[0], est.syn_steps, est.batch_syn, gen)
+        start, target = expert_segment(self.experts[e].trajectory, t, est.expert_epochs)
+        alpha = self.log_alpha.detach().exp()
+        res = match_gradients(
+            self.model,
+            start.to(self.device),
+            target.to(self.device),
+            self.images.detach(),
+            self.labels,
+            alpha,
+            plan,
+            self.dsa,
+            est.memory,
+            est.theta_store,
+        )
+        row = dict(
+            iteration=it,
+            expert=e,
+            start_epoch=t,
+            loss=float(res.loss),
+            alpha=float(alpha),
+            grad_norm=float(res.grad_images.norm()),
+            alpha_grad=float(res.grad_alpha),
+        )
+        return res, row
+
+    def _check_match(self, it: int, row: dict[str, Any]) -> None:
+        """Stop the run (``_diverged``, with ``row`` logged) on a non-finite or too large
+        matching loss, a non-finite gradient, or a loss that keeps growing."""
+        est = self.est
+        loss = row["loss"]
+        if not math.isfinite(loss) or loss > est.loss_limit:
+            self.rows.append(row)
+            self._diverged(
+                it,
+                f"matching loss {loss:.4g} is {'not finite' if not math.isfinite(loss) else f'above the limit {est.loss_limit:g}'}",
+            )
+        if not (math.isfinite(row["grad_norm"]) and math.isfinite(row["alpha_grad"])):
+            self.rows.append(row)
+            self._diverged(it, "the gradient is not finite")
+        grown = loss_growth_reason(
+            [r["loss"] for r in self.rows if r.get("loss") is not None] + [loss],
+            est.loss_growth,
+        )
+        if grown is not None:
+            self.rows.append(row)
+            self._diverged(it, grown)
+
+    def _update(self, it: int, res: Any, row: dict[str, Any]) -> None:
+        """Step the images (bounded step, logged as ``image_step``) and log alpha; stop the
+        run when the new alpha or an image is not finite."""
+        est = self.est
+        before = self.images.detach().clone()
+        self.images.grad = bounded_image_gradient(
+            res.grad_images.to(self.images.dtype), est.lr_img, est.max_image_step
+        )
+        self.opt_img.step()
+        row["image_step"] = float((self.images.detach() - before).pow(2).mean().sqrt())
+        step_log_alpha_(self.opt_lr, self.log_alpha, res.grad_alpha)
+        self.images.grad = None
+        new_alpha = self.alpha()
+        if not (math.isfinite(new_alpha) and new_alpha > 0) or not bool(
+            torch.isfinite(self.images).all()
+        ):
+            self.rows.append(row)
+            self._diverged(
+                it, f"after the update alpha is {new_alpha:.4g} or an image is not finite"
+            )
+
+    def _evaluates_at(self, it: int) -> bool:
+        est = self.est
+        return est.eval_every > 0 and (it % est.eval_every == 0 or it == est.iterations)
+
+    def _iteration(self, it: int) -> dict[str, Any]:
+        """One distillation iteration: match, check, update, time it (``seconds``, not
+        counting evaluation) and, when due, evaluate and draw the grid; returns its row."""
+        tic = time.perf_counter()
+        res, row = self._match(it)
+        self._check_match(it, row)
+        self._update(it, res, row)
+        row["seconds"] = time.perf_counter() - tic
+        if self._evaluates_at(it):
+            acc = self._evaluate(it)
+            row.update(eval_accuracy=acc[0], eval_accuracy_std=acc[1], eval_best_accuracy=acc[2])
+            self._grid(it)
+        return row
+
     # ------------------------------------------------------------------ the loop
     def execute(self) -> None:
         from leanaug.progress import Progress
@@ -1055,104 +1171,19 @@ class _Run:
         self._load_experts()
         self._prepare()
         est = self.est
-        n = self.images.shape[0]
-        evaluating = est.eval_every > 0
         if self.start == 0 and not self.rows:
-            acc = self._evaluate(0) if evaluating else (None, None, None)
-            self.rows.append(
-                dict(
-                    iteration=0,
-                    alpha=self.alpha(),
-                    eval_accuracy=acc[0],
-                    eval_accuracy_std=acc[1],
-                    eval_best_accuracy=acc[2],
-                )
-            )
-            self._grid(0)
-            self._checkpoint(0)
-            if evaluating:
-                self._keep_best(0)
+            self._first_row()
         with Progress(disable=not self.progress) as bar:
             task = bar.add_task(
                 "distilling", total=est.iterations, completed=min(self.start, est.iterations)
             )
             for it in range(self.start + 1, est.iterations + 1):
-                tic = time.perf_counter()
-                gen = torch_generator(est.seed, "iteration", it)
-                e = int(torch.randint(len(self.experts), (1,), generator=gen))
-                t = int(torch.randint(self.max_start, (1,), generator=gen))
-                plan = plan_student(n, est.syn_steps, est.batch_syn, gen)
-                start, target = expert_segment(self.experts[e].trajectory, t, est.expert_epochs)
-                alpha = self.log_alpha.detach().exp()
-                res = match_gradients(
-                    self.model,
-                    start.to(self.device),
-                    target.to(self.device),
-                    self.images.detach(),
-                    self.labels,
-                    alpha,
-                    plan,
-                    self.dsa,
-                    est.memory,
-                    est.theta_store,
-                )
-                loss = float(res.loss)
-                grad_norm = float(res.grad_images.norm())
-                alpha_grad = float(res.grad_alpha)
-                row = dict(
-                    iteration=it,
-                    expert=e,
-                    start_epoch=t,
-                    loss=loss,
-                    alpha=float(alpha),
-                    grad_norm=grad_norm,
-                    alpha_grad=alpha_grad,
-                )
-                if not math.isfinite(loss) or loss > est.loss_limit:
-                    self.rows.append(row)
-                    self._diverged(
-                        it,
-                        f"matching loss {loss:.4g} is {'not finite' if not math.isfinite(loss) else f'above the limit {est.loss_limit:g}'}",
-                    )
-                if not (math.isfinite(grad_norm) and math.isfinite(alpha_grad)):
-                    self.rows.append(row)
-                    self._diverged(it, "the gradient is not finite")
-                grown = loss_growth_reason(
-                    [r["loss"] for r in self.rows if r.get("loss") is not None] + [loss],
-                    est.loss_growth,
-                )
-                if grown is not None:
-                    self.rows.append(row)
-                    self._diverged(it, grown)
-                before = self.images.detach().clone()
-                self.images.grad = bounded_image_gradient(
-                    res.grad_images.to(self.images.dtype), est.lr_img, est.max_image_step
-                )
-                self.opt_img.step()
-                row["image_step"] = float((self.images.detach() - before).pow(2).mean().sqrt())
-                step_log_alpha_(self.opt_lr, self.log_alpha, res.grad_alpha)
-                self.images.grad = None
-                new_alpha = self.alpha()
-                if not (math.isfinite(new_alpha) and new_alpha > 0) or not bool(
-                    torch.isfinite(self.images).all()
-                ):
-                    self.rows.append(row)
-                    self._diverged(
-                        it, f"after the update alpha is {new_alpha:.4g} or an image is not finite"
-                    )
-                row["seconds"] = time.perf_counter() - tic
-                last = it == est.iterations
-                evaluate_now = evaluating and (it % est.eval_every == 0 or last)
-                if evaluate_now:
-                    acc = self._evaluate(it)
-                    row.update(
-                        eval_accuracy=acc[0], eval_accuracy_std=acc[1], eval_best_accuracy=acc[2]
-                    )
-                    self._grid(it)
+                row = self._iteration(it)
                 self.rows.append(row)
+                evaluate_now = self._evaluates_at(it)
                 if evaluate_now:
                     self._keep_best(it)
-                if evaluate_now or last or it % est.checkpoint_every == 0:
+                if evaluate_now or it == est.iterations or it % est.checkpoint_every == 0:
                     self._checkpoint(it)
                 acc_text = (
                     "" if row.get("eval_accuracy") is None else f" acc {row['eval_accuracy']:.3f}"
@@ -1160,7 +1191,7 @@ class _Run:
                 bar.update(
                     task,
                     advance=1,
-                    description=f"distilling | loss {loss:.4f} alpha {new_alpha:.3g}{acc_text}",
+                    description=f"distilling | loss {row['loss']:.4f} alpha {self.alpha():.3g}{acc_text}",
                 )
                 if self.on_iteration is not None:
                     self.on_iteration(it)
