@@ -475,47 +475,16 @@ def evaluate_subset(
     ...                       epochs=300, augment="dsa")  # doctest: +SKIP
     >>> print(phi.summary(), dsa.summary(), sep="\\n")  # doctest: +SKIP
     """
-    from leanaug.distill.augment_training import PHI_NAME, SETTINGS_NAME, subset_indices
-    from leanaug.distill.augnet import load_phi
+    from leanaug.distill.augment_training import subset_indices
     from leanaug.distill.experts import load_config, load_dataset_for, load_preprocessor
     from leanaug.distill.transforms import TRAIN_AUGMENTATIONS, train_transform
-    from leanaug.results import read_json
 
     TRAIN_AUGMENTATIONS.get(augment)  # an unknown name fails before any file is read
-    phi = None
-    phi_info: dict[str, Any] | None = None
-    if phi_dir is not None:
-        run_dir = phi_run_dir(phi_dir)
-        if run_dir is None:
-            raise DataError(f"{phi_dir} is not a 'distill augment' run folder (no {SETTINGS_NAME})")
-        if not (run_dir / PHI_NAME).is_file():
-            raise DataError(
-                f"{run_dir} holds no {PHI_NAME}: the phi run has not finished (run the same "
-                "'leanaug distill augment' command again to finish it)"
-            )
-        if not (run_dir / SETTINGS_NAME).is_file():
-            raise DataError(f"{run_dir} holds {PHI_NAME} but no {SETTINGS_NAME}")
-        settings = read_json(run_dir / SETTINGS_NAME)
-        phi, meta = load_phi(run_dir / PHI_NAME)
-        if experts is None:
-            experts = meta.get("experts")
-            if experts is None or not Path(experts).is_dir():
-                raise LeanaugError(
-                    f"{run_dir}: phi was learned from experts {experts!r}, which are not found "
-                    "here; give --experts DIR"
-                )
-        run_subset, run_seed = float(settings["subset"]), int(settings["subset_seed"])
-        subset = run_subset if subset is None else subset
-        subset_seed = run_seed if subset_seed is None else subset_seed
-        phi_info = {
-            "dir": str(run_dir),
-            "family": phi.family,
-            "iterations": meta.get("iterations"),
-            "alpha": meta.get("alpha"),
-            "subset": run_subset,
-            "subset_seed": run_seed,
-            "subset_size": settings.get("subset_size"),
-        }
+    run = _load_phi_run(phi_dir, experts) if phi_dir is not None else None
+    if run is not None:
+        experts = run.experts
+        subset = run.subset if subset is None else subset
+        subset_seed = run.subset_seed if subset_seed is None else subset_seed
     if experts is None:
         raise LeanaugError("give a phi run folder or --experts DIR (the data set and network)")
     if subset is None:
@@ -524,33 +493,18 @@ def evaluate_subset(
     subset_indices(np.zeros(1), subset)  # the (0, 1] check, before the data is read
 
     cfg = load_config(experts)
-    if phi_info is not None:
-        _check_phi_experts(settings, cfg, Path(experts), run_dir)
+    if run is not None:
+        _check_phi_experts(run.settings, cfg, Path(experts), run.dir)
     pre = load_preprocessor(experts)
     ds = load_dataset_for(cfg, data_dir)
-    idx = subset_indices(ds.train_labels, subset, subset_seed)  # as distill augment draws it
-    own = phi_info is not None and (subset, subset_seed) == (run_subset, run_seed)
-    if own and len(idx) != phi_info["subset_size"]:
-        raise DataError(
-            f"{run_dir}: phi was learned on {phi_info['subset_size']} images, the subset drawn "
-            f"now has {len(idx)}"
-        )
-    if phi is not None and phi.needs_index and not own:
-        raise LeanaugError(
-            f"the {phi.family} phi of {run_dir} holds one entry per image of its subset "
-            f"({run_subset:g}, seed {run_seed}); it cannot be applied to subset {subset:g}, "
-            f"seed {subset_seed}"
-        )
+    idx = _draw_subset(ds.train_labels, subset, subset_seed, run)
     transform = train_transform(
         augment,
-        phi=phi,
+        phi=None if run is None else run.phi,
         dsa_config=cfg.get("training", {}).get("dsa"),
         preprocessor=pre,
     )
-    if lr is None:
-        lr, lr_source = float(cfg["training"]["lr"]), "experts"
-    else:
-        lr_source = "lr"
+    lr, lr_source = (float(cfg["training"]["lr"]), "experts") if lr is None else (lr, "lr")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     result = evaluate_images(
         pre.transform(ds.train_images[idx], device=dev),
@@ -572,19 +526,104 @@ def evaluate_subset(
         progress=progress,
     )
     result.config.update(
-        subset={
-            "fraction": float(subset),
-            "seed": subset_seed,
-            "size": int(len(idx)),
-            "sha256": _subset_digest(idx),
-        },
+        subset=_subset_record(idx, subset, subset_seed),
         augment=augment,
-        phi=phi_info,
+        phi=None if run is None else run.info,
         experts=str(experts),
         lr_source=lr_source,
         device=str(dev),
     )
     return result
+
+
+def _subset_record(idx: np.ndarray, subset: float, subset_seed: int) -> dict[str, Any]:
+    """The ``subset`` entry of the result's config: fraction, seed, size, index digest."""
+    return {
+        "fraction": float(subset),
+        "seed": subset_seed,
+        "size": int(len(idx)),
+        "sha256": _subset_digest(idx),
+    }
+
+
+@dataclass
+class _PhiRun:
+    """A finished ``distill augment`` run, as :func:`evaluate_subset` uses it."""
+
+    dir: Path
+    settings: dict[str, Any]
+    phi: Any
+    experts: str | os.PathLike[str]  # the caller's, else the folder phi was learned from
+    subset: float  # the run's own subset fraction and seed
+    subset_seed: int
+    info: dict[str, Any]  # the ``phi`` entry of the result's config
+
+
+def _load_phi_run(
+    phi_dir: str | os.PathLike[str], experts: str | os.PathLike[str] | None
+) -> _PhiRun:
+    """Find and check the phi run of ``phi_dir``, read its settings and phi, and resolve
+    the experts (default: those phi was learned from, which must be found here)."""
+    from leanaug.distill.augment_training import PHI_NAME, SETTINGS_NAME
+    from leanaug.distill.augnet import load_phi
+    from leanaug.results import read_json
+
+    run_dir = phi_run_dir(phi_dir)
+    if run_dir is None:
+        raise DataError(f"{phi_dir} is not a 'distill augment' run folder (no {SETTINGS_NAME})")
+    if not (run_dir / PHI_NAME).is_file():
+        raise DataError(
+            f"{run_dir} holds no {PHI_NAME}: the phi run has not finished (run the same "
+            "'leanaug distill augment' command again to finish it)"
+        )
+    if not (run_dir / SETTINGS_NAME).is_file():
+        raise DataError(f"{run_dir} holds {PHI_NAME} but no {SETTINGS_NAME}")
+    settings = read_json(run_dir / SETTINGS_NAME)
+    phi, meta = load_phi(run_dir / PHI_NAME)
+    if experts is None:
+        experts = meta.get("experts")
+        if experts is None or not Path(experts).is_dir():
+            raise LeanaugError(
+                f"{run_dir}: phi was learned from experts {experts!r}, which are not found "
+                "here; give --experts DIR"
+            )
+    run_subset, run_seed = float(settings["subset"]), int(settings["subset_seed"])
+    info = {
+        "dir": str(run_dir),
+        "family": phi.family,
+        "iterations": meta.get("iterations"),
+        "alpha": meta.get("alpha"),
+        "subset": run_subset,
+        "subset_seed": run_seed,
+        "subset_size": settings.get("subset_size"),
+    }
+    return _PhiRun(run_dir, settings, phi, experts, run_subset, run_seed, info)
+
+
+def _draw_subset(
+    labels: np.ndarray, subset: float, subset_seed: int, run: _PhiRun | None
+) -> np.ndarray:
+    """The subset's indices, drawn as ``distill augment`` draws them; with a phi run, the
+    run's own subset must have its recorded size, and a phi tied to its training images
+    (``needs_index``) takes no other subset."""
+    from leanaug.distill.augment_training import subset_indices
+
+    idx = subset_indices(labels, subset, subset_seed)  # as distill augment draws it
+    if run is None:
+        return idx
+    own = (subset, subset_seed) == (run.subset, run.subset_seed)
+    if own and len(idx) != run.info["subset_size"]:
+        raise DataError(
+            f"{run.dir}: phi was learned on {run.info['subset_size']} images, the subset drawn "
+            f"now has {len(idx)}"
+        )
+    if run.phi.needs_index and not own:
+        raise LeanaugError(
+            f"the {run.phi.family} phi of {run.dir} holds one entry per image of its subset "
+            f"({run.subset:g}, seed {run.subset_seed}); it cannot be applied to subset {subset:g}, "
+            f"seed {subset_seed}"
+        )
+    return idx
 
 
 def _check_phi_experts(settings: dict[str, Any], cfg: dict[str, Any], experts: Path, run: Path):
