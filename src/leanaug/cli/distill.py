@@ -16,6 +16,7 @@ command line win over the file.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import typing
 from pathlib import Path
@@ -486,53 +487,97 @@ def evaluate_command(
     _check_evaluate_options(v)
     if _evaluate_subset_command(ctx, v):
         return
-    from leanaug.distill.evaluate import (
-        evaluate_images,
-        evaluate_random_real,
-        load_image_set,
-    )
-    from leanaug.distill.preprocess import Preprocessor
+    from leanaug.device import resolve_device
     from leanaug.results import write_json
 
-    if v["experts"] is not None:
-        from leanaug.distill.experts import load_config, load_dataset_for, load_preprocessor
-
-        cfg = load_config(v["experts"])
-        pre = load_preprocessor(v["experts"])
-        ds = load_dataset_for(cfg, v["data_dir"])
-        network = dict(cfg["network"])
-        default_lr, default_lr_source = float(cfg["training"]["lr"]), "experts"
-        source = {"experts": str(v["experts"])}
-    elif v["dataset"] is not None:
-        from leanaug.data import load_dataset
-        from leanaug.distill.networks import literature_first_padding
-
-        extra = (
-            {"n_train": v["n_train"], "subset": "random", "seed": v["seed"]} if v["n_train"] else {}
-        )
-        ds = load_dataset(v["dataset"], data_dir=v["data_dir"], **extra)
-        pre = Preprocessor(zca=v["zca"]).fit(ds.train_images)
-        c, h, w = ds.image_shape
-        network = dict(
-            name="convnet",
-            in_channels=c,
-            num_classes=ds.num_classes,
-            image_size=[h, w],
-            width=v["width"],
-            depth=v["depth"],
-            norm=v["norm"],
-            first_padding=literature_first_padding(c, (h, w)),
-        )
-        default_lr, default_lr_source = 0.01, "default"
-        source = {"dataset": v["dataset"], "n_train": v["n_train"], "zca": v["zca"]}
-    else:
-        raise LeanaugError(
-            "give --experts DIR (preprocessing, network and test set) or --dataset NAME"
-        )
-
-    from leanaug.device import resolve_device
-
+    src = _evaluation_source(v)
     dev = resolve_device(v["device"])
+    result, lr_value, lr_source = _evaluate_spec(v, src, dev)
+    spec = v["images"]
+    path = _output_path(v["out"], spec, v["experts"])
+    payload = {
+        "images": spec,
+        **src.source,
+        "lr": float(lr_value),
+        "lr_source": lr_source,
+        "device": str(dev),
+        **result.to_dict(),
+    }
+    write_json(path, payload)
+    detail = f"{result.runs} runs, {v['epochs']} epochs, lr {float(lr_value):g} from {lr_source}"
+    _echo_evaluation(spec, result, detail, path)
+
+
+@dataclasses.dataclass
+class _EvalSource:
+    """What ``evaluate`` trains and tests with: the data set, its preprocessor, the
+    network, the default learning rate (and where it came from) and the record of the
+    source for the JSON file."""
+
+    ds: Any
+    pre: Any
+    network: dict[str, Any]
+    default_lr: float
+    default_lr_source: str
+    source: dict[str, Any]
+
+
+def _evaluation_source(v: dict[str, Any]) -> _EvalSource:
+    if v["experts"] is not None:
+        return _experts_source(v)
+    if v["dataset"] is not None:
+        return _dataset_source(v)
+    raise LeanaugError("give --experts DIR (preprocessing, network and test set) or --dataset NAME")
+
+
+def _experts_source(v: dict[str, Any]) -> _EvalSource:
+    """``--experts DIR``: the experts' data set, preprocessing, network and lr."""
+    from leanaug.distill.experts import load_config, load_dataset_for, load_preprocessor
+
+    cfg = load_config(v["experts"])
+    pre = load_preprocessor(v["experts"])
+    ds = load_dataset_for(cfg, v["data_dir"])
+    return _EvalSource(
+        ds,
+        pre,
+        dict(cfg["network"]),
+        float(cfg["training"]["lr"]),
+        "experts",
+        {"experts": str(v["experts"])},
+    )
+
+
+def _dataset_source(v: dict[str, Any]) -> _EvalSource:
+    """``--dataset NAME``: the data set (optionally a random --n-train subset), a fresh
+    preprocessor fitted to it and a ConvNet of --width/--depth/--norm; lr 0.01."""
+    from leanaug.data import load_dataset
+    from leanaug.distill.networks import literature_first_padding
+    from leanaug.distill.preprocess import Preprocessor
+
+    extra = {"n_train": v["n_train"], "subset": "random", "seed": v["seed"]} if v["n_train"] else {}
+    ds = load_dataset(v["dataset"], data_dir=v["data_dir"], **extra)
+    pre = Preprocessor(zca=v["zca"]).fit(ds.train_images)
+    c, h, w = ds.image_shape
+    network = dict(
+        name="convnet",
+        in_channels=c,
+        num_classes=ds.num_classes,
+        image_size=[h, w],
+        width=v["width"],
+        depth=v["depth"],
+        norm=v["norm"],
+        first_padding=literature_first_padding(c, (h, w)),
+    )
+    source = {"dataset": v["dataset"], "n_train": v["n_train"], "zca": v["zca"]}
+    return _EvalSource(ds, pre, network, 0.01, "default", source)
+
+
+def _evaluate_spec(v: dict[str, Any], src: _EvalSource, dev: Any) -> tuple[Any, float, str]:
+    """Train on IMAGES (``full``, ``random:N`` or an image file); returns the result, the
+    learning rate and where it came from."""
+    from leanaug.distill.evaluate import evaluate_images, evaluate_random_real
+
+    ds, pre, network = src.ds, src.pre, src.network
     test_x = pre.transform(ds.test_images, device=dev)
     test_y = torch.as_tensor(ds.test_labels)
     train_y_all = torch.as_tensor(ds.train_labels)
@@ -546,23 +591,16 @@ def evaluate_command(
         device=dev,
         eval_every=v["eval_every"],
         progress=True,
+        runs=v["runs"],
     )
     lr_value, lr_source = (
-        (v["lr"], "--lr") if v["lr"] is not None else (default_lr, default_lr_source)
+        (v["lr"], "--lr") if v["lr"] is not None else (src.default_lr, src.default_lr_source)
     )
     spec = v["images"]
     match = _SPEC_RE.match(spec)
     if spec == "full":
-        result = evaluate_images(
-            pre.transform(ds.train_images, device=dev),
-            train_y_all,
-            test_x,
-            test_y,
-            network,
-            lr_value,
-            runs=v["runs"],
-            **common,
-        )
+        train_x = pre.transform(ds.train_images, device=dev)
+        result = evaluate_images(train_x, train_y_all, test_x, test_y, network, lr_value, **common)
     elif match:
         per_class = int(match.group(1))
         if per_class < 1:
@@ -576,52 +614,47 @@ def evaluate_command(
             test_y,
             network,
             lr_value,
-            runs=v["runs"],
             **common,
         )
     else:
-        image_set = load_image_set(spec)
-        c, h, w = network["in_channels"], *network["image_size"]
-        if tuple(image_set.images.shape[1:]) != (c, h, w):
-            raise LeanaugError(
-                f"{spec}: images are {tuple(image_set.images.shape[1:])}, the network expects {(c, h, w)}"
-            )
-        if (
-            not image_set.labels.is_floating_point()
-            and int(image_set.labels.max()) >= network["num_classes"]
-        ):
-            raise LeanaugError(
-                f"{spec}: label {int(image_set.labels.max())} >= {network['num_classes']} classes"
-            )
+        image_set = _load_checked_image_set(spec, network)
         if v["lr"] is None and image_set.lr is not None:
             lr_value, lr_source = image_set.lr, "file"
         result = evaluate_images(
-            image_set.images,
-            image_set.labels,
-            test_x,
-            test_y,
-            network,
-            lr_value,
-            runs=v["runs"],
-            **common,
+            image_set.images, image_set.labels, test_x, test_y, network, lr_value, **common
         )
+    return result, lr_value, lr_source
 
-    path = _output_path(v["out"], spec, v["experts"])
-    payload = {
-        "images": spec,
-        **source,
-        "lr": float(lr_value),
-        "lr_source": lr_source,
-        "device": str(dev),
-        **result.to_dict(),
-    }
-    write_json(path, payload)
+
+def _load_checked_image_set(spec: str, network: dict[str, Any]) -> Any:
+    """The image file ``spec``; its images must have the network's shape and its hard
+    labels must be below its number of classes."""
+    from leanaug.distill.evaluate import load_image_set
+
+    image_set = load_image_set(spec)
+    c, h, w = network["in_channels"], *network["image_size"]
+    if tuple(image_set.images.shape[1:]) != (c, h, w):
+        raise LeanaugError(
+            f"{spec}: images are {tuple(image_set.images.shape[1:])}, the network expects {(c, h, w)}"
+        )
+    if (
+        not image_set.labels.is_floating_point()
+        and int(image_set.labels.max()) >= network["num_classes"]
+    ):
+        raise LeanaugError(
+            f"{spec}: label {int(image_set.labels.max())} >= {network['num_classes']} classes"
+        )
+    return image_set
+
+
+def _echo_evaluation(label: str, result: Any, detail: str, path: Path) -> None:
+    """The final and best-epoch accuracy lines of an evaluation and the file written."""
     typer.echo(
-        f"{spec}: final test accuracy {100 * result.final_mean:.2f} +- {100 * result.final_std:.2f} % "
-        f"({result.runs} runs, {v['epochs']} epochs, lr {float(lr_value):g} from {lr_source})"
+        f"{label}: final test accuracy {100 * result.final_mean:.2f} +- {100 * result.final_std:.2f} % "
+        f"({detail})"
     )
     typer.echo(
-        f"{spec}: best-epoch test accuracy {100 * result.best_mean:.2f} +- {100 * result.best_std:.2f} % "
+        f"{label}: best-epoch test accuracy {100 * result.best_mean:.2f} +- {100 * result.best_std:.2f} % "
         "(max over test evaluations: selected on the test set, the figure papers quote)"
     )
     typer.echo(f"wrote {path}")
@@ -631,29 +664,13 @@ def _evaluate_subset_command(ctx: typer.Context, v: dict[str, Any]) -> bool:
     """``evaluate PHI_DIR [--subset P]`` and ``evaluate --subset P``: train on phi(subset) or
     on the real subset (:func:`leanaug.distill.evaluate.evaluate_subset`). False when IMAGES
     is an image file, ``random:N`` or ``full`` (the other path)."""
-    from leanaug.distill.evaluate import evaluate_subset, phi_run_dir
+    from leanaug.distill.evaluate import evaluate_subset
     from leanaug.results import write_json
 
-    spec = v["images"]
-    phi_dir = phi_run_dir(spec) if spec is not None else None
-    asked = [f for f in ("subset", "subset_seed", "augment") if v[f] is not None]
-    if spec is not None and phi_dir is None:
-        if asked:
-            flags = ", ".join("--" + f.replace("_", "-") for f in asked)
-            raise LeanaugError(
-                f"{flags}: only with a 'distill augment' run folder or without IMAGES, not with {spec}"
-            )
+    request = _subset_request(ctx, v)
+    if request is None:
         return False
-    if phi_dir is None and v["subset"] is None:
-        raise LeanaugError(
-            "give IMAGES (an image file, random:N, full or a phi run folder) or --subset P"
-        )
-    if phi_dir is None and v["experts"] is None:
-        raise LeanaugError("--subset needs --experts DIR (the data set, preprocessing, network)")
-    source = ctx.get_parameter_source("dsa")
-    if v["augment"] is not None and getattr(source, "name", None) == "COMMANDLINE":
-        raise LeanaugError("give --augment NAME or --dsa/--no-dsa, not both")
-    augment = v["augment"] if v["augment"] is not None else ("dsa" if v["dsa"] else "none")
+    phi_dir, augment = request
     result = evaluate_subset(
         phi_dir,
         experts=v["experts"],
@@ -677,14 +694,8 @@ def _evaluate_subset_command(ctx: typer.Context, v: dict[str, Any]) -> bool:
     method = ("phi" if phi_dir is not None else "") + (
         "" if augment == "none" else ("+" if phi_dir is not None else "") + augment
     )
-    label = f"{method or 'plain'}@{fraction:g}"
-    name = f"eval-{(method or 'plain')}-p{fraction:g}.json"
-    where = phi_dir if phi_dir is not None else Path(cfg["experts"])
-    out = v["out"]
-    path = (
-        (out / name if (out.is_dir() or str(out).endswith(("/", "\\"))) else out)
-        if out is not None
-        else where / name
+    path = _subset_output_path(
+        v["out"], phi_dir, cfg, f"eval-{(method or 'plain')}-p{fraction:g}.json"
     )
     payload = {
         "images": str(phi_dir) if phi_dir is not None else f"subset:{fraction:g}",
@@ -700,16 +711,51 @@ def _evaluate_subset_command(ctx: typer.Context, v: dict[str, Any]) -> bool:
     write_json(path, payload)
     lr_source = "--lr" if cfg["lr_source"] == "lr" else cfg["lr_source"]
     n = cfg["subset"]["size"]
-    typer.echo(
-        f"{label}: final test accuracy {100 * result.final_mean:.2f} +- {100 * result.final_std:.2f} % "
-        f"({result.runs} runs, {v['epochs']} epochs, {n} training images, lr {cfg['lr']:g} from {lr_source})"
-    )
-    typer.echo(
-        f"{label}: best-epoch test accuracy {100 * result.best_mean:.2f} +- {100 * result.best_std:.2f} % "
-        "(max over test evaluations: selected on the test set, the figure papers quote)"
-    )
-    typer.echo(f"wrote {path}")
+    detail = f"{result.runs} runs, {v['epochs']} epochs, {n} training images, lr {cfg['lr']:g} from {lr_source}"
+    _echo_evaluation(f"{method or 'plain'}@{fraction:g}", result, detail, path)
     return True
+
+
+def _subset_request(ctx: typer.Context, v: dict[str, Any]) -> tuple[Path | None, str] | None:
+    """The phi run folder (``None`` for a real --subset) and the train-time augmentation of
+    a subset evaluation, after checking its options; ``None`` when IMAGES is an image file,
+    ``random:N`` or ``full``."""
+    from leanaug.distill.evaluate import phi_run_dir
+
+    spec = v["images"]
+    phi_dir = phi_run_dir(spec) if spec is not None else None
+    asked = [f for f in ("subset", "subset_seed", "augment") if v[f] is not None]
+    if spec is not None and phi_dir is None:
+        if asked:
+            flags = ", ".join("--" + f.replace("_", "-") for f in asked)
+            raise LeanaugError(
+                f"{flags}: only with a 'distill augment' run folder or without IMAGES, not with {spec}"
+            )
+        return None
+    if phi_dir is None and v["subset"] is None:
+        raise LeanaugError(
+            "give IMAGES (an image file, random:N, full or a phi run folder) or --subset P"
+        )
+    if phi_dir is None and v["experts"] is None:
+        raise LeanaugError("--subset needs --experts DIR (the data set, preprocessing, network)")
+    source = ctx.get_parameter_source("dsa")
+    if v["augment"] is not None and getattr(source, "name", None) == "COMMANDLINE":
+        raise LeanaugError("give --augment NAME or --dsa/--no-dsa, not both")
+    augment = v["augment"] if v["augment"] is not None else ("dsa" if v["dsa"] else "none")
+    return phi_dir, augment
+
+
+def _subset_output_path(
+    out: Path | None, phi_dir: Path | None, cfg: dict[str, Any], name: str
+) -> Path:
+    """--out (a file, or a folder that gets ``name``), else ``name`` in the phi run folder
+    or, without one, in the experts folder."""
+    where = phi_dir if phi_dir is not None else Path(cfg["experts"])
+    return (
+        (out / name if (out.is_dir() or str(out).endswith(("/", "\\"))) else out)
+        if out is not None
+        else where / name
+    )
 
 
 def register_top_level(root: typer.Typer) -> None:
