@@ -19,6 +19,7 @@ from leanaug.distill.evaluate import (
     save_image_set,
 )
 from leanaug.distill.experts import load_preprocessor, train_experts
+from leanaug.distill.networks import NETWORKS, evaluation_network
 from leanaug.distill.preprocess import Preprocessor
 from leanaug.errors import DataError, LeanaugError
 
@@ -270,6 +271,76 @@ def test_cli_evaluate_bad_input(experts_dir: Path, tmp_path: Path, capsys) -> No
     ]:
         with pytest.raises(SystemExit) as exit_info:
             main(["evaluate", *argv, "--runs", "1", "--epochs", "1", "--device", "cpu"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "\n" not in err and message in err, err
+
+
+ARCHITECTURES = ["convnet", "convnet-bn", "resnet18", "vgg11", "alexnet"]
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_architectures_build_and_train(architecture: str, shape: tuple[int, int, int]) -> None:
+    c, h, w = shape
+    experts_net = {"name": "convnet", "in_channels": c, "num_classes": 3, "image_size": [h, w]}
+    experts_net.update(width=8, depth=3, norm="instancenorm", first_padding=3 if c == 1 else 1)
+    cfg = evaluation_network(experts_net, architecture, width=2)
+    assert cfg["name"] == architecture and cfg["width"] == 2
+    assert (cfg["in_channels"], cfg["num_classes"], list(cfg["image_size"])) == (c, 3, [h, w])
+    module = NETWORKS.get(architecture)(**{k: v for k, v in cfg.items() if k != "name"})
+    assert module(torch.zeros(2, *shape)).shape == (2, 3)
+    if architecture == "convnet-bn":
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in module.modules())
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, *shape, generator=gen), torch.tensor([0, 1, 2] * 2)
+    result = evaluate_images(
+        x, y, x, y, cfg, lr=0.01, epochs=2, runs=1, batch_size=3, dsa=False, device="cpu"
+    )
+    assert result.config["network"]["name"] == architecture
+    assert len(result.curves[0]) == 2 and 0.0 <= result.final_mean <= 1.0
+
+
+def test_evaluation_network_defaults_to_the_experts_own() -> None:
+    assert evaluation_network(NET) == NET and evaluation_network(NET, "convnet") == NET
+    assert evaluation_network(NET, width=4) == {**NET, "width": 4}
+    bn = evaluation_network({**NET, "first_padding": 1}, "convnet-bn")
+    assert bn["width"] == 8 and bn["depth"] == 2 and "norm" not in bn
+    with pytest.raises(LeanaugError, match="valid names: alexnet, convnet, convnet-bn"):
+        evaluation_network(NET, "resnet50")
+    with pytest.raises(LeanaugError, match="vgg11 needs larger images"):
+        NETWORKS.get("vgg11")(1, 10, (8, 8))
+
+
+def test_cli_evaluate_network(experts_dir: Path, tmp_path: Path, capsys) -> None:
+    common = ["--runs", "1", "--epochs", "1", "--batch-size", "64", "--device", "cpu"]
+    run_cli(
+        ["evaluate", "random:2", "--experts", str(experts_dir), "--network", "alexnet"]
+        + ["--network-width", "2", *common, "--out", str(tmp_path / "a.json")]
+    )
+    network = json.loads((tmp_path / "a.json").read_text())["config"]["network"]
+    assert network == {
+        "name": "alexnet",
+        "in_channels": 1,
+        "num_classes": 10,
+        "image_size": [8, 8],
+        "width": 2,
+    }
+    run_cli(["evaluate", "random:2", "--experts", str(experts_dir), *common])
+    default = json.loads((experts_dir / "eval-random-2.json").read_text())["config"]["network"]
+    assert default["name"] == "convnet" and default["width"] == 8  # the experts' own
+    capsys.readouterr()
+    for flag, message in [
+        (
+            ["--network", "resnet50"],
+            "unknown network 'resnet50'; valid names: alexnet, convnet, "
+            "convnet-bn, resnet18, vgg11",
+        ),
+        (["--network-width", "0"], "--network-width must be at least 1"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["evaluate", "random:2", "--experts", str(experts_dir), *flag, *common])
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err and message in err, err

@@ -416,9 +416,13 @@ def _output_path(out: Path | None, images: str, experts: Path | None) -> Path:
 
 def _check_evaluate_options(v: dict[str, Any]) -> None:
     """One-line errors for ``evaluate``'s options before any data is read or trained."""
-    for name in ("runs", "epochs"):
+    from leanaug.distill.networks import NETWORKS
+
+    for name in ("runs", "epochs", "network_width"):
         if v.get(name) is not None and v[name] < 1:
-            raise LeanaugError(f"--{name} must be at least 1, got {v[name]}")
+            raise LeanaugError(f"--{name.replace('_', '-')} must be at least 1, got {v[name]}")
+    if v.get("network") is not None:
+        NETWORKS.get(v["network"])  # one line listing the valid names
     spec = v.get("images")
     if isinstance(spec, str) and spec.startswith("random:") and not _SPEC_RE.match(spec):
         raise LeanaugError(
@@ -446,6 +450,14 @@ def evaluate_command(
     depth: int = typer.Option(3, help="Without --experts: ConvNet depth."),
     norm: str = typer.Option("instancenorm", help="Without --experts: ConvNet norm."),
     zca: bool = typer.Option(False, "--zca/--no-zca", help="Without --experts: ZCA-whiten inputs."),
+    network: str = typer.Option(
+        None,
+        help="Architecture to train: convnet, convnet-bn, resnet18, vgg11 or alexnet, for the "
+        "experts' channels, image size and classes (default: the experts' own network).",
+    ),
+    network_width: int = typer.Option(
+        None, help="Width of --network (default: the experts' for convnets, else its own)."
+    ),
     runs: int = typer.Option(5, help="Fresh networks to train."),
     epochs: int = typer.Option(1000, help="Training epochs per run (lr x0.1 at half)."),
     lr: float = typer.Option(
@@ -478,7 +490,7 @@ def evaluate_command(
     out: Path = typer.Option(None, help="JSON file (or folder) for the results."),
     config: Path = typer.Option(None, help="YAML/JSON file of option values (flags win)."),
 ) -> None:
-    """Evaluate a training set: train fresh ConvNets on it, report test accuracy.
+    """Evaluate a training set: train fresh networks on it, report test accuracy.
 
     The training set is an image file, random:N, full, phi(subset) of a phi run folder, or a
     real --subset.
@@ -488,9 +500,11 @@ def evaluate_command(
     if _evaluate_subset_command(ctx, v):
         return
     from leanaug.device import resolve_device
+    from leanaug.distill.networks import evaluation_network
     from leanaug.results import write_json
 
     src = _evaluation_source(v)
+    src.network = evaluation_network(src.network, v["network"], v["network_width"])
     dev = resolve_device(v["device"])
     result, lr_value, lr_source = _evaluate_spec(v, src, dev)
     spec = v["images"]
@@ -688,6 +702,8 @@ def _evaluate_subset_command(ctx: typer.Context, v: dict[str, Any]) -> bool:
         seed=v["seed"],
         device=v["device"],
         progress=True,
+        network=v["network"],
+        network_width=v["network_width"],
     )
     cfg = result.config
     fraction = cfg["subset"]["fraction"]

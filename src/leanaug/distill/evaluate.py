@@ -37,6 +37,7 @@ from torch import Tensor
 from leanaug.device import resolve_device
 from leanaug.distill.dsa import DEFAULT_STRATEGY, DSA
 from leanaug.distill.experts import build_network
+from leanaug.distill.networks import NETWORKS, evaluation_network
 from leanaug.distill.training import accuracy, train_epoch
 from leanaug.errors import DataError, LeanaugError
 from leanaug.results import write_with
@@ -413,6 +414,8 @@ def evaluate_subset(
     seed: int = 0,
     device: str | torch.device = "auto",
     progress: bool = False,
+    network: str | None = None,
+    network_width: int | None = None,
 ) -> EvalResult:
     """Train fresh networks on ``phi(x)`` (or ``x``) for ``x`` in a subset of the real data.
 
@@ -449,6 +452,9 @@ def evaluate_subset(
         N-step matching unroll, not a training learning rate; it is recorded only).
     epochs, runs, batch_size, momentum, weight_decay, eval_every, seed, device, progress
         As for :func:`evaluate_images`.
+    network, network_width : optional
+        Train this architecture (:data:`leanaug.distill.networks.NETWORKS`) of this width
+        instead of the experts' network (:func:`leanaug.distill.networks.evaluation_network`).
 
     Returns
     -------
@@ -480,6 +486,8 @@ def evaluate_subset(
     from leanaug.distill.transforms import TRAIN_AUGMENTATIONS, train_transform
 
     TRAIN_AUGMENTATIONS.get(augment)  # an unknown name fails before any file is read
+    if network is not None:
+        NETWORKS.get(network)
     run = _load_phi_run(phi_dir, experts) if phi_dir is not None else None
     if run is not None:
         experts = run.experts
@@ -511,7 +519,7 @@ def evaluate_subset(
         torch.as_tensor(ds.train_labels[idx]),
         pre.transform(ds.test_images, device=dev),
         torch.as_tensor(ds.test_labels),
-        cfg["network"],
+        evaluation_network(cfg["network"], network, network_width),
         lr,
         epochs=epochs,
         runs=runs,

@@ -10,6 +10,7 @@ evaluated with any flat parameter vector through :func:`torch.func.functional_ca
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +23,8 @@ NORMS: Registry[Callable[[int], nn.Module]] = Registry("norm")
 NORMS.register("instancenorm")(lambda c: nn.GroupNorm(c, c, affine=True))
 NORMS.register("groupnorm")(lambda c: nn.GroupNorm(min(4, c), c, affine=True))
 NORMS.register("none")(lambda c: nn.Identity())
+# running buffers: only for networks trained as plain modules (evaluation), not FlatModel
+NORMS.register("batchnorm")(lambda c: nn.BatchNorm2d(c))
 
 
 def literature_first_padding(in_channels: int, image_size: tuple[int, int]) -> int:
@@ -152,5 +155,206 @@ class FlatModel:
         return out.float()
 
 
-NETWORKS: Registry[type[nn.Module]] = Registry("network")
+# -- other architectures, for evaluating a distilled set across networks ----------------
+# Sized for 28/32 px input as in the dataset-condensation / DC-bench code (MTT Table 3);
+# written here rather than taken from torchvision, whose ImageNet versions (7x7 stride-2
+# stem, 224 px) do not fit 28/32 px images. ``width`` scales the channels (the defaults are
+# the literature's); the head's size follows from the image size.
+
+
+def _pooled(size: int, times: int) -> int:
+    for _ in range(times):
+        size //= 2
+    return size
+
+
+def _check_size(name: str, image_size: tuple[int, int], h: int, w: int) -> None:
+    if h < 1 or w < 1:
+        raise LeanaugError(f"{name} needs larger images than {tuple(image_size)}")
+
+
+def _check_width(name: str, width: int) -> None:
+    if width < 1:
+        raise LeanaugError(f"{name} width must be >= 1, got {width}")
+
+
+def convnet_bn(
+    in_channels: int,
+    num_classes: int,
+    image_size: tuple[int, int],
+    width: int = 128,
+    depth: int = 3,
+    first_padding: int = 1,
+) -> ConvNet:
+    """The ConvNet with BatchNorm instead of instance norm (DC-bench's ConvNetBN)."""
+    return ConvNet(in_channels, num_classes, image_size, width, depth, "batchnorm", first_padding)
+
+
+class AlexNet(nn.Module):
+    """The dataset-condensation AlexNet: conv5x5(2w) pool, conv5x5(3w) pool, conv3x3(4w),
+    conv3x3(3w), conv3x3(3w) pool (ReLU after each conv; w = 64 gives 128/192/256/192/192
+    channels), then a linear head. The first padding is 4 for 1-channel input, else 2."""
+
+    def __init__(
+        self, in_channels: int, num_classes: int, image_size: tuple[int, int], width: int = 64
+    ) -> None:
+        super().__init__()
+        _check_width("alexnet", width)
+        pad = 4 if in_channels == 1 else 2
+        c1, c2, c3 = 2 * width, 3 * width, 4 * width
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, c1, kernel_size=5, padding=pad),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, kernel_size=5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c2, c3, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c3, c2, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c2, c2, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        h, w = (_pooled(s + 2 * pad - 4, 3) for s in image_size)
+        _check_size("alexnet", image_size, h, w)
+        self.classifier = nn.Linear(c2 * h * w, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+# VGG-11's channels as multiples of the width (64 by default), "M" a 2x2 max pool
+_VGG11 = (1, "M", 2, "M", 4, 4, "M", 8, 8, "M", 8, 8, "M")
+
+
+class VGG11(nn.Module):
+    """The dataset-condensation VGG-11: [conv3x3, norm, ReLU] blocks and max pools (channels
+    64-128-256-256-512-512-512-512 for width 64), then a linear head; instance norm
+    (``GroupNorm(c, c)``) by default. The first padding is 3 for 1 x 28 x 28 input (the
+    maps then go 32 -> 1), else 1."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        image_size: tuple[int, int],
+        width: int = 64,
+        norm: str = "instancenorm",
+    ) -> None:
+        super().__init__()
+        _check_width("vgg11", width)
+        make_norm = NORMS.get(norm)
+        pad = literature_first_padding(in_channels, image_size)
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for item in _VGG11:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2))
+                continue
+            out = int(item) * width
+            padding = pad if not layers else 1
+            layers += [nn.Conv2d(channels, out, 3, padding=padding), make_norm(out), nn.ReLU()]
+            channels = out
+        self.features = nn.Sequential(*layers)
+        h, w = (_pooled(s + 2 * pad - 2, 5) for s in image_size)
+        _check_size("vgg11", image_size, h, w)
+        self.classifier = nn.Linear(channels * h * w, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, make_norm: Callable) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = make_norm(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.norm2 = make_norm(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), make_norm(cout)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = torch.relu(self.norm1(self.conv1(x)))
+        return torch.relu(self.norm2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """The dataset-condensation ResNet-18: a 3x3 stride-1 stem, four stages of two basic
+    blocks (width, 2, 4, 8 x width channels; strides 1, 2, 2, 2), a 4x4 average pool and a
+    linear head (512 inputs for width 64 on 28/32 px); instance norm or ``batchnorm``."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        image_size: tuple[int, int],
+        width: int = 64,
+        norm: str = "instancenorm",
+    ) -> None:
+        super().__init__()
+        _check_width("resnet18", width)
+        make_norm = NORMS.get(norm)
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False), make_norm(width), nn.ReLU()
+        )
+        blocks: list[nn.Module] = []
+        channels, (h, w) = width, image_size
+        for stage, stride in enumerate((1, 2, 2, 2)):
+            out = width * 2**stage
+            blocks += [
+                _BasicBlock(channels, out, stride, make_norm),
+                _BasicBlock(out, out, 1, make_norm),
+            ]
+            channels = out
+            if stride == 2:
+                h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+        self.layers = nn.Sequential(*blocks)
+        self.pool = nn.AvgPool2d(4)
+        h, w = h // 4, w // 4
+        _check_size("resnet18", image_size, h, w)
+        self.classifier = nn.Linear(channels * h * w, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.pool(self.layers(self.stem(x))).flatten(1))
+
+
+NETWORKS: Registry[Callable[..., nn.Module]] = Registry("network")
 NETWORKS.register("convnet")(ConvNet)
+NETWORKS.register("convnet-bn")(convnet_bn)
+NETWORKS.register("alexnet")(AlexNet)
+NETWORKS.register("vgg11")(VGG11)
+NETWORKS.register("resnet18")(ResNet18)
+
+
+def evaluation_network(
+    network_config: dict[str, Any], architecture: str | None = None, width: int | None = None
+) -> dict[str, Any]:
+    """The ``network`` config of an evaluation network: ``architecture`` (default: the
+    experts' own, ``network_config["name"]``) for the experts' input channels, image size
+    and classes; the ConvNets keep the experts' depth and first padding. ``width``
+    (default: the experts' for the ConvNets, else the architecture's own) sets the width."""
+    own = network_config.get("name", "convnet")
+    name = own if architecture is None else architecture
+    NETWORKS.get(name)  # an unknown name: one line listing the valid ones
+    if width is not None and width < 1:
+        raise LeanaugError(f"network width must be >= 1, got {width}")
+    if name == own:
+        return {**network_config, **({} if width is None else {"width": width})}
+    cfg: dict[str, Any] = {"name": name}
+    for key in ("in_channels", "num_classes", "image_size"):
+        cfg[key] = network_config[key]
+    if name in ("convnet", "convnet-bn"):
+        for key in ("width", "depth", "first_padding"):
+            if key in network_config:
+                cfg[key] = network_config[key]
+        if name == "convnet":
+            cfg["norm"] = "instancenorm"
+    if width is not None:
+        cfg["width"] = width
+    return cfg
