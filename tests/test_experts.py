@@ -347,3 +347,103 @@ def test_mnist_like_experts_default_to_padding_3_and_old_folders_load_as_they_we
     assert (
         expert_config(fake, experts=1, epochs=1, first_padding=1)["network"]["first_padding"] == 1
     )
+
+
+# ------------------------------------------------------------------ float16 storage (issue 18.2)
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - no items()
+
+
+def test_float16_trajectories_round_the_float32_ones_and_resume_exactly(
+    digits, tmp_path: Path
+) -> None:
+    kw = dict(experts=1, progress=False, device="cpu", **TINY)
+    full = train_experts(digits, tmp_path / "f32", epochs=4, **kw)[0]
+    half = train_experts(digits, tmp_path / "f16", epochs=4, dtype="float16", **kw)[0]
+    stored = _tensors(expert_path(tmp_path / "f16", 0))
+    assert stored["trajectory"].dtype == torch.float16 and stored["last"].dtype == torch.float32
+    loaded = load_expert(expert_path(tmp_path / "f16", 0))
+    assert loaded.trajectory.dtype == torch.float32 and loaded.trajectory.shape == (
+        5,
+        full.num_parameters,
+    )
+    # training is float32 either way: the float16 rows are the float32 rows rounded
+    torch.testing.assert_close(loaded.trajectory, full.trajectory, rtol=2**-11, atol=6e-8)
+    assert torch.equal(loaded.trajectory, full.trajectory.half().float())
+    assert torch.equal(loaded.last, full.trajectory[-1])
+    assert loaded.test_accuracy == full.test_accuracy
+    assert torch.equal(half.trajectory, loaded.trajectory)
+    assert load_config(tmp_path / "f16")["trajectory_dtype"] == "float16"
+    # an interrupted float16 run (2 epochs) continued to 4 ends with the same file
+    train_experts(digits, tmp_path / "resumed", epochs=2, dtype="float16", **kw)
+    train_experts(digits, tmp_path / "resumed", epochs=4, dtype="float16", **kw)
+    again = _tensors(expert_path(tmp_path / "resumed", 0))
+    assert again.keys() == stored.keys()
+    assert all(torch.equal(again[k], stored[k]) for k in stored)
+    size = expert_path(tmp_path / "f16", 0).stat().st_size
+    # 5 float16 rows + the float32 last row: (5 * 2 + 4) / (5 * 4) = 0.7 of the bytes
+    assert size < 0.72 * expert_path(tmp_path / "f32", 0).stat().st_size
+
+
+def test_resume_with_another_dtype_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["distill", "experts", "--dataset", "digits", "--n-train", "200", "--experts", "1"]
+    args += ["--epochs", "1", "--width", "8", "--depth", "2", "--device", "cpu"]
+    args += ["--out", str(tmp_path / "e")]
+    run_cli([*args, "--dtype", "float16"])
+    for dtype, message in (("float32", "stores trajectories as float16"), ("int8", "'int8'")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, "--dtype", dtype])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "\n" not in err and message in err, err
+
+
+def test_compacted_folder_loads_and_matches(
+    digits, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from leanaug.distill.matching import TrajectoryMatching
+
+    spec = {"name": "digits", "n_train": 400, "subset": "random", "seed": 0}  # the fixture's
+    kw = dict(experts=2, progress=False, device="cpu", dataset_spec=spec, **TINY)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    full = train_experts(digits, src, epochs=4, **kw)
+    capsys.readouterr()
+    run_cli(["distill", "compact-experts", str(src), "--out", str(dst), "--epochs", "2"])
+    printed = capsys.readouterr().out
+    assert "MiB ->" in printed and "epochs 0..2" in printed, printed
+    small = load_experts(dst)
+    assert len(small) == 2
+    for e, f in zip(small, full, strict=True):
+        assert e.trajectory.shape == (3, f.num_parameters) and e.trajectory.dtype == torch.float32
+        assert torch.equal(e.trajectory, f.trajectory[:3].half().float())
+        assert e.test_accuracy == f.test_accuracy[:2] and torch.equal(e.last, f.trajectory[2])
+    cfg = load_config(dst)
+    assert cfg["epochs"] == 2 and cfg["trajectory_dtype"] == "float16"
+    assert load_preprocessor(dst).config() == load_preprocessor(src).config()
+    sizes = [sum(expert_path(d, i).stat().st_size for i in range(2)) for d in (src, dst)]
+    # 3 of 5 rows at half the bytes + the float32 last row: (3 * 2 + 4) / (5 * 4) = 0.5
+    assert sizes[1] < 0.52 * sizes[0]
+    est = TrajectoryMatching(
+        ipc=1, syn_steps=2, expert_epochs=1, max_start_epoch=2, iterations=2,
+        eval_every=0, device="cpu",
+    )  # fmt: skip
+    est.fit(dst, tmp_path / "mtt", progress=False)
+    assert (tmp_path / "mtt" / "images.safetensors").exists()
+    # from a float32 source the exact row K is kept: the copy extends like the original
+    longer = train_experts(digits, dst, epochs=3, dtype="float16", **kw)
+    assert torch.equal(longer[1].trajectory, full[1].trajectory[:4].half().float())
+    # a float16 source cut before its end has no exact last row: extending it is refused
+    run_cli(
+        ["distill", "compact-experts", str(dst), "--out", str(tmp_path / "cut"), "--epochs", "1"]
+    )
+    assert load_expert(expert_path(tmp_path / "cut", 0)).last is None
+    with pytest.raises(LeanaugError, match="stored only as float16"):
+        train_experts(digits, tmp_path / "cut", epochs=2, dtype="float16", **kw)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["distill", "compact-experts", str(src), "--out", str(dst)])
+    assert exit_info.value.code == 2 and "already holds experts" in capsys.readouterr().err

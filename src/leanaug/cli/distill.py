@@ -1,6 +1,7 @@
 """``leanaug distill ...`` (trajectory matching) and the top-level ``leanaug evaluate``.
 
 * ``leanaug distill experts``: train expert trajectories (resumable).
+* ``leanaug distill compact-experts SRC --out DST``: a float16 copy of the first K epochs.
 * ``leanaug distill images``: distil images by trajectory matching (see the marked place
   below).
 * ``leanaug evaluate IMAGES``: train fresh networks on a distilled image file, on
@@ -143,6 +144,11 @@ def experts_command(
         help="torch.compile each expert's network: an MNIST width-32 epoch ran 1.8x faster "
         "on a CPU, after ~30 s of compilation; equal to float32 rounding.",
     ),
+    dtype: str = typer.Option(
+        "float32",
+        help="Storage dtype of the trajectories: float32 or float16 (half the size; "
+        "training stays float32 and resumes exactly; recorded in config.json).",
+    ),
     config: Path = typer.Option(None, help="YAML/JSON file of option values (flags win)."),
 ) -> None:
     """Train expert trajectories: parameters after init and after every epoch."""
@@ -150,7 +156,9 @@ def experts_command(
     _required(values, "dataset", "experts", "epochs", "out")
     output_dir(values["out"])  # before any data is read
     from leanaug.data import load_dataset
-    from leanaug.distill.experts import train_experts
+    from leanaug.distill.experts import check_folder_dtype, train_experts
+
+    check_folder_dtype(values["out"], values["dtype"])  # before any data is read
 
     v = values
     data_dir_abs = str(Path(v["data_dir"]).resolve()) if v["data_dir"] is not None else None
@@ -187,10 +195,36 @@ def experts_command(
         executor=v["executor"],
         ray_address=v["ray_address"],
         compile=v["compile"],
+        dtype=v["dtype"],
     )
     for e in result:
         acc = e.test_accuracy[-1] if e.test_accuracy else float("nan")
         typer.echo(f"{e.path}: {e.epochs_done} epochs, final test accuracy {100 * acc:.2f} %")
+
+
+@app.command("compact-experts")
+def compact_experts_command(
+    src: Path = typer.Argument(..., help="Experts folder (from 'leanaug distill experts')."),
+    out: Path = typer.Option(..., help="New experts folder (must not hold experts yet)."),
+    dtype: str = typer.Option("float16", help="Storage dtype: float16 or float32."),
+    epochs: int = typer.Option(
+        None,
+        help="Keep epochs 0..K (default: all); matching needs max-start-epoch - 1 + expert-epochs.",
+    ),
+) -> None:
+    """Copy an experts folder keeping the first K epochs, stored in float16: a compact copy
+    that 'distill images' reads like the original."""
+    from leanaug.distill.experts import check_dtype, compact_experts
+
+    check_dtype(dtype)
+    output_dir(out)
+    info = compact_experts(src, out, dtype=dtype, epochs=epochs)
+    before, after = info["bytes_before"], info["bytes_after"]
+    typer.echo(
+        f"{src}: {before / 2**20:.2f} MiB -> {out}: {after / 2**20:.2f} MiB "
+        f"({100 * after / before:.1f} %; {info['experts']} experts, epochs 0..{info['epochs']}, "
+        f"{info['dtype']})"
+    )
 
 
 # --------------------------------------------------------------------------- images

@@ -9,10 +9,20 @@ Files (``DIR``)::
 
     config.json                  what produced the trajectories (see ``expert_config``)
     preprocess.json/.safetensors the fitted input transform (leanaug.distill.preprocess)
-    expert_000.safetensors       tensor ``trajectory`` (epochs_done + 1) x P float32,
-                                 row 0 = initialisation; metadata ``test_accuracy``
-                                 (JSON list, one per finished epoch), ``train_loss``
+    expert_000.safetensors       tensor ``trajectory`` (epochs_done + 1) x P in the
+                                 folder's ``trajectory_dtype`` (config.json; float32
+                                 unless ``--dtype float16``), row 0 = initialisation;
+                                 with float16 also ``last`` (P float32, the exact last
+                                 row, from which a resumed run continues); metadata
+                                 ``test_accuracy`` (JSON list, one per finished epoch),
+                                 ``train_loss``, ``dtype``
     expert_001.safetensors ...
+
+The loaders return float32 tensors whatever the stored dtype. float16 halves the files
+(the rows are rounded to float16, relative error <= 2**-11; matching uses them as
+float32); a float16 run resumes bit-exactly from ``last``. :func:`compact_experts`
+(``leanaug distill compact-experts``) copies a folder keeping the first K epochs in
+float16: small enough to keep a benchmark's experts in a repository.
 
 Each expert file is rewritten atomically after every epoch. Every random choice is
 seeded from ``(seed, expert index, epoch)`` through :mod:`leanaug.seeding`, and SGD
@@ -33,6 +43,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +59,7 @@ from leanaug.device import resolve_device
 from leanaug.distill.dsa import DEFAULT_STRATEGY, DSA
 from leanaug.distill.networks import NETWORKS, FlatModel, literature_first_padding
 from leanaug.distill.preprocess import CONFIG_NAME as PREPROCESS_CONFIG
+from leanaug.distill.preprocess import TENSORS_NAME as PREPROCESS_TENSORS
 from leanaug.distill.preprocess import Preprocessor
 from leanaug.distill.training import accuracy, train_epoch, training_forward
 from leanaug.errors import DataError, LeanaugError
@@ -62,6 +74,8 @@ CONFIG_NAME = "config.json"
 _EXPERT_RE = re.compile(r"^expert_(\d{3,})\.safetensors$")
 # Keys of config.json that may differ when a run is resumed or extended.
 _EXTENSIBLE_KEYS = ("experts", "epochs")
+#: Storage dtypes of the trajectories (``--dtype``); the loaders always return float32.
+TRAJECTORY_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 @dataclass
@@ -73,6 +87,8 @@ class ExpertTrajectory:
     config: dict[str, Any]
     train_loss: list[float] = field(default_factory=list)
     path: Path | None = None
+    #: the exact float32 last row where ``trajectory`` is stored rounded (float16 files)
+    last: Tensor | None = None
 
     @property
     def epochs_done(self) -> int:
@@ -85,6 +101,33 @@ class ExpertTrajectory:
 
 def expert_path(directory: str | os.PathLike[str], index: int) -> Path:
     return Path(directory) / f"expert_{index:03d}.safetensors"
+
+
+def check_dtype(dtype: str) -> str:
+    """``dtype`` if it is a storage dtype of trajectories, else a one-line error."""
+    if dtype not in TRAJECTORY_DTYPES:
+        raise LeanaugError(
+            f"trajectory dtype {dtype!r} is not one of {', '.join(TRAJECTORY_DTYPES)}"
+        )
+    return dtype
+
+
+def trajectory_dtype(config: dict[str, Any]) -> str:
+    """The storage dtype of a folder's trajectories (float32 for folders written before)."""
+    return str(config.get("trajectory_dtype", "float32"))
+
+
+def check_folder_dtype(out_dir: str | os.PathLike[str], dtype: str) -> None:
+    """A one-line error when the experts folder ``out_dir`` stores another dtype than ``dtype``."""
+    check_dtype(dtype)
+    if not (Path(out_dir) / CONFIG_NAME).is_file():
+        return
+    old = trajectory_dtype(load_config(out_dir))
+    if old != dtype:
+        raise LeanaugError(
+            f"{out_dir} stores trajectories as {old} (config.json), not {dtype}: "
+            f"resume with --dtype {old} or use another --out"
+        )
 
 
 def build_network(network_config: dict[str, Any]) -> nn.Module:
@@ -120,6 +163,7 @@ def expert_config(
     zca_eps: float = 0.1,
     dsa_strategy: str = DEFAULT_STRATEGY,
     seed: int = 0,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """The config.json of an expert run (also what a resumed run is checked against).
 
@@ -162,13 +206,16 @@ def expert_config(
             "dsa": dsa.config() if dsa is not None else None,
         },
         "seed": seed,
+        "trajectory_dtype": check_dtype(dtype),
         "experts": experts,
         "epochs": epochs,
     }
 
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in cfg.items() if k not in _EXTENSIBLE_KEYS}
+    # "compacted" (compact_experts) records the source; a resume checks each file's ``last``
+    out = {k: v for k, v in cfg.items() if k not in (*_EXTENSIBLE_KEYS, "compacted")}
+    out["trajectory_dtype"] = trajectory_dtype(cfg)
     if isinstance(out.get("network"), dict) and "first_padding" not in out["network"]:
         out["network"] = {**out["network"], "first_padding": 1}  # written before the option
     out["dataset"] = {k: v for k, v in cfg.get("dataset", {}).items() if k != "data_dir"}
@@ -241,7 +288,8 @@ def load_expert(
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            trajectory = f.get_tensor("trajectory")
+            trajectory = f.get_tensor("trajectory").to(torch.float32)
+            last = f.get_tensor("last").to(torch.float32) if "last" in f.keys() else None  # noqa: SIM118
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
         raise DataError(f"{path}: not a readable expert file ({exc})") from exc
     if meta.get("format") != FILE_FORMAT:
@@ -254,8 +302,10 @@ def load_expert(
         )
     if config is None:
         config = load_config(path.parent)
+    if last is not None and last.shape != trajectory.shape[1:]:
+        raise DataError(f"{path}: last row {tuple(last.shape)} does not match the trajectory")
     return ExpertTrajectory(
-        trajectory, [float(a) for a in acc], config, [float(v) for v in loss], path
+        trajectory, [float(a) for a in acc], config, [float(v) for v in loss], path, last
     )
 
 
@@ -274,18 +324,34 @@ def load_experts(directory: str | os.PathLike[str]) -> list[ExpertTrajectory]:
     return out
 
 
+_KEEP_LAST: Any = object()  # _save_expert's default: the exact last row is rows[-1]
+
+
 def _save_expert(
-    path: Path, rows: list[Tensor], test_accuracy: list[float], train_loss: list[float], index: int
+    path: Path,
+    rows: list[Tensor],
+    test_accuracy: list[float],
+    train_loss: list[float],
+    index: int,
+    dtype: str = "float32",
+    last: Tensor | None = _KEEP_LAST,
 ) -> None:
-    trajectory = torch.stack(rows).to(torch.float32).contiguous()
+    """Write one expert file; a non-float32 ``dtype`` adds ``last`` (float32) unless it is None."""
+    stored = TRAJECTORY_DTYPES[check_dtype(dtype)]
+    tensors = {"trajectory": torch.stack(rows).to(stored).contiguous()}
+    if stored != torch.float32:
+        last = rows[-1] if last is _KEEP_LAST else last
+        if last is not None:
+            tensors["last"] = last.to(torch.float32).contiguous().clone()
     meta = {
         "format": FILE_FORMAT,
         "expert": str(index),
         "epochs_done": str(len(test_accuracy)),
         "test_accuracy": json.dumps(test_accuracy),
         "train_loss": json.dumps(train_loss),
+        "dtype": dtype,
     }
-    write_with(path, lambda p: save_file({"trajectory": trajectory}, str(p), metadata=meta))
+    write_with(path, lambda p: save_file(tensors, str(p), metadata=meta))
 
 
 def _prepare_directory(
@@ -298,6 +364,7 @@ def _prepare_directory(
     cfg_path = out_dir / CONFIG_NAME
     if cfg_path.exists():
         old = load_config(out_dir)
+        check_folder_dtype(out_dir, trajectory_dtype(config))
         diffs = _differences(_comparable(old), _comparable(config))
         if diffs:
             raise LeanaugError(
@@ -347,12 +414,17 @@ def train_experts(
     executor: str | Executor | None = None,
     ray_address: str | None = None,
     compile: bool = False,
+    dtype: str = "float32",
 ) -> list[ExpertTrajectory]:
     """Train (or resume / extend) ``experts`` expert trajectories of ``epochs`` epochs into ``out_dir``.
 
     ``compile=True`` trains each expert's network through ``torch.compile``
     (:func:`leanaug.distill.training.training_forward`): faster on a CPU once compiled,
     equal to float32 rounding; not part of the config, so a run may be resumed either way.
+
+    ``dtype`` (``float32``, ``float16``): how the trajectories are stored (recorded in
+    config.json; a resume with another dtype is refused). Training is float32 either way,
+    and a float16 run resumes from the float32 ``last`` row, bit for bit.
 
     ``executor``: ``None`` / ``"local"`` trains the experts one after another in this
     process; ``"ray"`` (on ``ray_address``, else a local Ray instance) or an
@@ -388,6 +460,7 @@ def train_experts(
         zca=zca,
         dsa_strategy=dsa_strategy,
         seed=seed,
+        dtype=dtype,
     )
     output_dir(out)  # a file, a file above it, not writable: one line each
     pre = _prepare_directory(out, config, dataset)
@@ -464,6 +537,7 @@ def _train_expert(
     """Train (or resume) expert ``i`` up to ``epochs`` epochs, rewriting its file after each."""
     train_x, train_y, test_x, test_y = data
     path = expert_path(out, i)
+    dtype = trajectory_dtype(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "expert", i, "init"))
         module = build_network(config["network"])  # built on CPU: same init on any device
@@ -476,6 +550,13 @@ def _train_expert(
             )
         rows = list(prev.trajectory.unbind(0))
         test_acc, train_loss = prev.test_accuracy, prev.train_loss
+        if prev.last is not None:  # float16 rows: continue from the exact parameters
+            rows[-1] = prev.last
+        elif dtype != "float32" and prev.epochs_done < epochs:
+            raise LeanaugError(
+                f"{path}: its last epoch is stored only as {dtype} (a compacted expert), so "
+                "training cannot continue from its exact parameters; train into another --out"
+            )
         flat.load_into_module(rows[-1])
     else:
         rows, test_acc, train_loss = [flat.flat_parameters().clone()], [], []
@@ -510,9 +591,12 @@ def _train_expert(
         test_acc.append(accuracy(module, test_x, test_y))
         train_loss.append(loss)
         rows.append(flat.flat_parameters().cpu().clone())
-        _save_expert(path, rows, test_acc, train_loss, i)
+        _save_expert(path, rows, test_acc, train_loss, i, dtype)
         bar.advance(task)
-    return ExpertTrajectory(torch.stack(rows), list(test_acc), config, list(train_loss), path)
+    # what load_expert would read back: the rows as stored (as float32), the exact last row
+    stored = torch.stack(rows).to(TRAJECTORY_DTYPES[dtype]).to(torch.float32)
+    last = rows[-1].clone() if dtype != "float32" else None
+    return ExpertTrajectory(stored, list(test_acc), config, list(train_loss), path, last)
 
 
 # -- one task per expert (leanaug.executors: Ray) ------------------------------------------
@@ -613,9 +697,75 @@ def _train_experts_on(
         # the driver's file is then written from the returned trajectory.
         if not path.exists() or load_expert(path, config).epochs_done < result.epochs_done:
             rows = list(result.trajectory.unbind(0))
-            _save_expert(path, rows, result.test_accuracy, result.train_loss, i)
+            dtype = trajectory_dtype(config)
+            last = result.last if dtype != "float32" else _KEEP_LAST
+            _save_expert(path, rows, result.test_accuracy, result.train_loss, i, dtype, last)
         result.path = path
         finished[i] = result
     for stale in out.glob(".expert_*.safetensors"):  # temp files of killed attempts
         stale.unlink(missing_ok=True)
     return [finished[i] for i in sorted(finished)]
+
+
+# -- compact copies (a benchmark's experts kept in a repository) --------------------------
+def _folder_bytes(directory: Path) -> int:
+    names = {CONFIG_NAME, PREPROCESS_CONFIG, PREPROCESS_TENSORS}
+    return sum(
+        p.stat().st_size
+        for p in directory.iterdir()
+        if p.is_file() and (p.name in names or _EXPERT_RE.match(p.name))
+    )
+
+
+def compact_experts(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    dtype: str = "float16",
+    epochs: int | None = None,
+) -> dict[str, Any]:
+    """Copy the experts folder ``src`` into ``dst`` keeping rows 0..``epochs`` in ``dtype``.
+
+    ``epochs`` (K, default: the shortest expert's) need only be what matching uses,
+    ``max_start_epoch - 1 + expert_epochs``. config.json (``epochs`` = K,
+    ``trajectory_dtype``, ``compacted``) and the preprocessing are copied, so ``dst`` is an
+    experts folder for ``distill images``. Where the exact float32 row K is known (a float32
+    source, or a float16 one cut at its end) it is kept as ``last``, so ``distill experts``
+    can extend ``dst``; otherwise such a resume is refused. Returns the folders' sizes in
+    bytes (``bytes_before``, ``bytes_after``), ``experts``, ``epochs`` and ``dtype``.
+    """
+    check_dtype(dtype)
+    src, dst = Path(src), Path(dst)
+    config = load_config(src)
+    experts = load_experts(src)
+    shortest = min(e.epochs_done for e in experts)
+    k = shortest if epochs is None else int(epochs)
+    if not 1 <= k <= shortest:
+        raise LeanaugError(
+            f"--epochs {k}: the experts in {src} have {shortest} epochs (keep 1 to {shortest})"
+        )
+    output_dir(dst)
+    if dst.resolve() == src.resolve():
+        raise LeanaugError(f"{dst} is the source folder; give another --out")
+    if (dst / CONFIG_NAME).exists() or any(_EXPERT_RE.match(p.name) for p in dst.iterdir()):
+        raise LeanaugError(f"{dst} already holds experts; give an empty or new --out")
+    exact_rows = trajectory_dtype(config) == "float32"
+    for i, e in enumerate(experts):
+        rows = list(e.trajectory[: k + 1].unbind(0))
+        last = e.trajectory[k] if exact_rows else (e.last if k == e.epochs_done else None)
+        acc, loss = e.test_accuracy[:k], e.train_loss[:k]
+        _save_expert(expert_path(dst, i), rows, acc, loss, i, dtype, last)
+    for name in (PREPROCESS_CONFIG, PREPROCESS_TENSORS):
+        write_with(dst / name, lambda p, name=name: shutil.copyfile(src / name, p))
+    compacted = {"from": str(src.resolve()), "epochs": k, "dtype": dtype}
+    write_json(
+        dst / CONFIG_NAME,
+        {**config, "trajectory_dtype": dtype, "epochs": k, "compacted": compacted},
+    )
+    return {
+        "bytes_before": _folder_bytes(src),
+        "bytes_after": _folder_bytes(dst),
+        "experts": len(experts),
+        "epochs": k,
+        "dtype": dtype,
+    }
