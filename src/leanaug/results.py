@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from safetensors import SafetensorError
 
 from leanaug.errors import DamagedFileError, LeanaugError, OutputError
 
@@ -110,7 +111,7 @@ def reading(path: str | os.PathLike[str], what: str, hint: str = DAMAGED_HINT) -
         yield
     except (LeanaugError, FileNotFoundError):
         raise
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, SafetensorError) as exc:
         # pyarrow's ArrowInvalid / ArrowIOError are ValueError / OSError subclasses
         detail = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise DamagedFileError(

@@ -74,7 +74,7 @@ from leanaug.distill.matching import (
     unroll_student,
 )
 from leanaug.distill.networks import FlatModel
-from leanaug.distill.synthetic import RESTART_HINT
+from leanaug.distill.synthetic import read_checkpoint_file
 from leanaug.errors import DataError, LeanaugError
 from leanaug.progress import note
 from leanaug.results import (
@@ -514,12 +514,7 @@ class _Run:
         self.last_checkpoint = iteration
 
     def _restore(self, path: Path) -> None:
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        except Exception as exc:  # noqa: BLE001 - safetensors raises several types
-            raise DataError(f"{path}: not a readable checkpoint ({exc}); {RESTART_HINT}") from exc
+        meta, tensors = read_checkpoint_file(path)
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise DataError(
                 f"{path}: format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}"

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from leanaug.errors import DataError, LeanaugError
-from leanaug.results import write_with
+from leanaug.results import reading, write_with
 from leanaug.seeding import torch_generator
 
 CHECKPOINT_FORMAT = "leanaug-distill-checkpoint/1"
@@ -67,6 +67,13 @@ def initial_images(
 RESTART_HINT = "delete it to restart the run from iteration 0, or use another --out"
 
 
+def read_checkpoint_file(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, Tensor]]:
+    """``(metadata, tensors)`` of a run's safetensors checkpoint; a damaged file is one
+    :class:`~leanaug.errors.DamagedFileError` naming it and saying how to go on."""
+    with reading(path, "checkpoint", RESTART_HINT), safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+
+
 @dataclass
 class Checkpoint:
     """What a resumed run needs: the learnable tensors, SGD momenta and the iteration done."""
@@ -89,14 +96,7 @@ class Checkpoint:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Checkpoint:
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
-        except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
-            raise DataError(
-                f"{path}: not a readable distillation checkpoint ({exc}); {RESTART_HINT}"
-            ) from exc
+        meta, tensors = read_checkpoint_file(path)
         if meta.get("format") != CHECKPOINT_FORMAT or "images" not in tensors:
             raise DataError(
                 f"{path}: format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}"
