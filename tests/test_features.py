@@ -106,3 +106,82 @@ def test_resnet_bad_depth_and_shape_mismatch(digits38):
         ResNetFeaturizer(depth=8, pretrain_dataset="digits", epochs=1, progress=False).fit(
             rgb, np.arange(20) % 2
         )
+
+
+def test_weights_file_round_trip_checks_and_skips_training(digits38, tmp_path, monkeypatch):
+    images, labels = digits38
+    f = ResNetFeaturizer(
+        depth=8, width=4, epochs=1, batch_size=64, cache=False, progress=False, device="cpu"
+    ).fit(images, labels)
+    feats = f.transform(images[:40])
+    path = tmp_path / "resnet.safetensors"
+    digest = f.save_weights(path)  # float16 parameters, float32 buffers
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as st:
+        assert st.get_tensor("stem.weight").dtype == torch.float16
+        assert st.get_tensor("bn.running_var").dtype == torch.float32
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a featurizer with weights must not train or load its data")
+
+    monkeypatch.setattr(TrainedNetFeaturizer, "_train", no_training)
+    monkeypatch.setattr(ResNetFeaturizer, "_training_data", no_training)
+    g = ResNetFeaturizer(
+        depth=8, width=4, pretrain_dataset="cifar10", weights=str(path), weights_sha256=digest,
+        device="cpu",
+    ).fit(images, labels)  # fmt: skip
+    assert g.loaded_from_cache_
+    # the same net up to float16 rounding of its weights
+    np.testing.assert_allclose(g.transform(images[:40]), feats, rtol=2e-2, atol=2e-2)
+    assert not np.array_equal(g.transform(images[:40]), feats)
+
+    with pytest.raises(LeanaugError, match="sha256"):
+        ResNetFeaturizer(depth=8, width=4, weights=str(path), weights_sha256="0" * 64).fit(
+            images, labels
+        )
+    with pytest.raises(LeanaugError, match="'width': 4.*'width': 8"):
+        ResNetFeaturizer(depth=8, width=8, weights=str(path)).fit(images, labels)
+    with pytest.raises(LeanaugError, match="featurizer 'resnet'"):
+        SmallCNNFeaturizer(weights=str(path)).fit(images, labels)
+    rgb = np.zeros((4, 3, 8, 8), np.uint8)
+    with pytest.raises(LeanaugError, match="shape"):
+        ResNetFeaturizer(depth=8, width=4, weights=str(path)).fit(rgb, np.arange(4) % 2)
+    with pytest.raises(LeanaugError, match="does not exist"):
+        ResNetFeaturizer(depth=8, width=4, weights=str(tmp_path / "no.safetensors")).fit(
+            images, labels
+        )
+    (tmp_path / "torn.safetensors").write_bytes(path.read_bytes()[:100])
+    with pytest.raises(LeanaugError, match="torn.safetensors"):
+        ResNetFeaturizer(depth=8, width=4, weights=str(tmp_path / "torn.safetensors")).fit(
+            images, labels
+        )
+
+
+def test_onecycle_sgd_schedule_and_options(digits38):
+    f = SmallCNNFeaturizer(optimizer="sgd", schedule="onecycle", lr=0.5, momentum=0.9)
+    net = torch.nn.Linear(2, 2)
+    opt, schedule = f._optimizer(net, total_steps=10)
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["nesterov"]
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    # warm-up over 2 steps to the peak, then linear decay to 0 after the last step
+    np.testing.assert_allclose(lrs, [0.25, 0.5, 0.4375, 0.375, 0.3125, 0.25, 0.1875, 0.125,
+                                     0.0625, 0.0])  # fmt: skip
+    for bad in ({"optimizer": "rmsprop"}, {"schedule": "cosine"}, {"precision": "fp8"}):
+        with pytest.raises(LeanaugError, match="valid"):
+            SmallCNNFeaturizer(**bad)
+    # options at their defaults leave the cache key as it was before they existed
+    images, labels = digits38
+    base = SmallCNNFeaturizer(epochs=3).cache_key(images, labels)
+    assert SmallCNNFeaturizer(epochs=3, optimizer="adam").cache_key(images, labels) == base
+    assert SmallCNNFeaturizer(epochs=3, optimizer="sgd").cache_key(images, labels) != base
+    # an SGD + onecycle net trains on digits (loss well below chance)
+    g = SmallCNNFeaturizer(
+        epochs=6, batch_size=32, optimizer="sgd", schedule="onecycle", lr=0.1,
+        label_smoothing=0.1, cache=False, progress=False, device="cpu",
+    ).fit(images, labels)  # fmt: skip
+    assert g.train_loss_ < 0.5 and g.train_accuracy_ > 0.9, (g.train_loss_, g.train_accuracy_)

@@ -34,6 +34,24 @@ from leanaug.seeding import derive_seed
 
 # Parameters that change where/how a net is computed, not which net it is.
 _NOT_IN_KEY = ("device", "cache", "data_dir", "progress", "transform_batch_size")
+# Training options added after the first cached nets: left out of the cache key at their
+# defaults, so a net trained before they existed keeps its key.
+_KEY_DEFAULTS = {
+    "optimizer": "adam",
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "schedule": "constant",
+    "label_smoothing": 0.0,
+    "precision": "float32",
+    "weights": None,
+    "weights_sha256": None,
+}
+OPTIMIZERS = ("adam", "sgd")
+#: ``constant`` lr; ``onecycle``: linear warm-up over the first 20 % of the steps to
+#: ``lr``, then linear decay to 0 (the short-schedule recipe of fast CIFAR training).
+SCHEDULES = ("constant", "onecycle")
+#: ``bfloat16``: autocast the training steps on CUDA (features are always float32).
+PRECISIONS = ("float32", "bfloat16")
 
 
 def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
@@ -44,6 +62,11 @@ def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
         h.update(f"{arr.dtype.str}{arr.shape}".encode())
         h.update(memoryview(arr).cast("B"))
     return h.hexdigest()
+
+
+def _scaled(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float in [0, 1]; float images (already in [0, 1]) as they are."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
 # Progress bars go to stderr (stdout carries results) and only to a terminal.
@@ -63,11 +86,51 @@ class TrainedNetFeaturizer(Featurizer):
     """Shared training, caching and batched feature extraction for network featurizers.
 
     Subclasses set ``name`` and implement ``_build(image_shape, num_classes)``; they may
-    override ``_training_data`` (to train on another data set) and ``_augment_batch``.
+    override ``_training_data`` (to train on another data set), ``_augment_batch`` and
+    ``architecture``.
+
+    Parameters
+    ----------
+    epochs, batch_size, lr, seed :
+        Training length, minibatch size, (peak) learning rate and the seed of the
+        initialisation, batch order and training augmentation.
+    device : str
+        ``auto`` (CUDA when present), ``cpu`` or ``cuda[:i]``.
+    cache : bool
+        Keep the trained weights under ``$LEANAUG_CACHE/featurizers`` and reuse them.
+    optimizer : {"adam", "sgd"}
+        Adam, or SGD with (Nesterov) ``momentum``; both with ``weight_decay``.
+    schedule : {"constant", "onecycle"}
+        Constant lr, or a linear warm-up over the first 20 % of the steps and a linear
+        decay to 0.
+    label_smoothing : float
+        Of the training cross-entropy.
+    precision : {"float32", "bfloat16"}
+        ``bfloat16`` autocasts the training steps on CUDA (ignored on the CPU).
+    weights : str, optional
+        A file written by :meth:`save_weights`: load that net instead of training (the
+        training data is then never loaded); ``weights_sha256`` checks the file.
 
     After ``fit``: ``net_`` (frozen, eval mode), ``cache_path_``, ``loaded_from_cache_``
-    (True when the weights came from the cache, i.e. no training happened) and
-    ``train_accuracy_`` (accuracy of the final net on its own training set's last epoch).
+    (True when no training happened: the weights came from the cache or the ``weights``
+    file) and ``train_accuracy_`` (accuracy of the final net on its own training set's
+    last epoch).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from leanaug.data import load_dataset
+    >>> ds = load_dataset("digits", classes=[3, 8])
+    >>> f = SmallCNNFeaturizer(epochs=1, batch_size=64, cache=False, progress=False,
+    ...                        device="cpu").fit(ds.train_images, ds.train_labels)
+    >>> f.transform(ds.train_images[:5]).shape
+    (5, 512)
+    >>> path = tempfile.mkdtemp() + "/smallcnn.safetensors"
+    >>> digest = f.save_weights(path, dtype="float32")
+    >>> g = SmallCNNFeaturizer(weights=path, weights_sha256=digest, device="cpu")
+    >>> g = g.fit(ds.train_images, ds.train_labels)  # loads, does not train
+    >>> bool(np.array_equal(g.transform(ds.train_images[:5]), f.transform(ds.train_images[:5])))
+    True
     """
 
     name = ""
@@ -82,6 +145,14 @@ class TrainedNetFeaturizer(Featurizer):
         cache: bool = True,
         progress: bool = True,
         transform_batch_size: int = 1024,
+        optimizer: str = "adam",
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        schedule: str = "constant",
+        label_smoothing: float = 0.0,
+        precision: str = "float32",
+        weights: str | None = None,
+        weights_sha256: str | None = None,
     ) -> None:
         self.epochs = int(epochs)
         self.batch_size = int(batch_size)
@@ -91,8 +162,29 @@ class TrainedNetFeaturizer(Featurizer):
         self.cache = bool(cache)
         self.progress = bool(progress)
         self.transform_batch_size = int(transform_batch_size)
+        self.optimizer = optimizer
+        self.momentum = float(momentum)
+        self.weight_decay = float(weight_decay)
+        self.schedule = schedule
+        self.label_smoothing = float(label_smoothing)
+        self.precision = precision
+        self.weights = None if weights is None else str(weights)
+        self.weights_sha256 = weights_sha256
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise LeanaugError(f"{self.name}: epochs and batch_size must be >= 1 and lr > 0")
+        for what, value, valid in (
+            ("optimizer", optimizer, OPTIMIZERS),
+            ("schedule", schedule, SCHEDULES),
+            ("precision", precision, PRECISIONS),
+        ):
+            if value not in valid:
+                raise LeanaugError(
+                    f"{self.name}: unknown {what} {value!r}; valid: {', '.join(valid)}"
+                )
+        if not 0.0 <= self.label_smoothing < 1.0 or self.weight_decay < 0 or self.momentum < 0:
+            raise LeanaugError(
+                f"{self.name}: label_smoothing must be in [0, 1), weight_decay and momentum >= 0"
+            )
 
     # -- hooks --------------------------------------------------------------------------
     def _build(self, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
@@ -107,8 +199,17 @@ class TrainedNetFeaturizer(Featurizer):
         return x
 
     # -- fit / transform ----------------------------------------------------------------
+    def key_params(self) -> dict[str, Any]:
+        """The parameters that say which net is trained (the cache key's and the saved
+        file's ``config``)."""
+        return {
+            k: v
+            for k, v in self.get_params().items()
+            if k not in _NOT_IN_KEY and not (k in _KEY_DEFAULTS and v == _KEY_DEFAULTS[k])
+        }
+
     def cache_key(self, train_images: np.ndarray, train_labels: np.ndarray) -> str:
-        config = {k: v for k, v in self.get_params().items() if k not in _NOT_IN_KEY}
+        config = self.key_params()
         text = json.dumps(
             {
                 "featurizer": self.name,
@@ -120,7 +221,17 @@ class TrainedNetFeaturizer(Featurizer):
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def fit(self, images: np.ndarray, labels: np.ndarray) -> TrainedNetFeaturizer:
+        """Train the net on clean images (or load it from the cache, or from the
+        ``weights`` file, in which case nothing is trained and the training data is not
+        loaded), then freeze it."""
         check_fit_inputs(images, labels)
+        self.device_ = resolve_device(self.device)
+        if self.weights is not None:
+            self.image_shape_ = tuple(int(s) for s in images.shape[1:])
+            self.net_ = self._load_weights(images)
+            self.cache_path_ = Path(self.weights)
+            self.loaded_from_cache_ = True
+            return self._freeze()
         train_images, train_labels = self._training_data(images, labels)
         if tuple(train_images.shape[1:]) != tuple(images.shape[1:]):
             raise LeanaugError(
@@ -129,7 +240,6 @@ class TrainedNetFeaturizer(Featurizer):
             )
         self.image_shape_ = tuple(int(s) for s in train_images.shape[1:])
         num_classes = int(train_labels.max()) + 1
-        self.device_ = resolve_device(self.device)
         key = self.cache_key(train_images, train_labels)
         self.cache_path_ = cache_root() / "featurizers" / f"{self.name}-{key}.safetensors"
         if self.cache and self.cache_path_.is_file():
@@ -140,6 +250,9 @@ class TrainedNetFeaturizer(Featurizer):
             self.loaded_from_cache_ = False
             if self.cache:
                 self._save(self.cache_path_, num_classes)
+        return self._freeze()
+
+    def _freeze(self) -> TrainedNetFeaturizer:
         self.net_.eval()
         for p in self.net_.parameters():
             p.requires_grad_(False)
@@ -158,18 +271,44 @@ class TrainedNetFeaturizer(Featurizer):
         return torch.cat(out).numpy()
 
     # -- internals ----------------------------------------------------------------------
+    def _optimizer(self, net: nn.Module, total_steps: int) -> tuple[Any, Any]:
+        """The optimizer and its per-step lr schedule (``None``: constant)."""
+        if self.optimizer == "sgd":
+            opt: torch.optim.Optimizer = torch.optim.SGD(
+                net.parameters(),
+                lr=self.lr,
+                momentum=self.momentum,
+                nesterov=self.momentum > 0,
+                weight_decay=self.weight_decay,
+            )
+        else:
+            opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        if self.schedule == "constant":
+            return opt, None
+        warm = max(1, round(0.2 * total_steps))
+
+        def factor(step: int) -> float:  # step counts from 0; lr reaches 0 after the last
+            if step < warm:
+                return (step + 1) / warm
+            return max(0.0, (total_steps - step - 1) / max(1, total_steps - warm))
+
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
     def _train(self, images: np.ndarray, labels: np.ndarray, num_classes: int) -> nn.Module:
         device = self.device_
         fork_devices = [device] if device.type == "cuda" else []
+        autocast = self.precision == "bfloat16" and device.type == "cuda"
         with torch.random.fork_rng(devices=fork_devices):
             # Initialisation and dropout draw from the global RNG, seeded from the
             # featurizer's identity; the batch order has its own generator.
             torch.manual_seed(derive_seed(self.seed, "featurizer", self.name, "init"))
             net = self._build(self.image_shape_, num_classes).to(device)
+            if device.type == "cuda":
+                net = net.to(memory_format=torch.channels_last)  # faster cuDNN convolutions
             x_all = torch.from_numpy(np.ascontiguousarray(images)).to(device)
             y_all = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
             with torch.no_grad():
-                xf = x_all.float().div_(255.0)
+                xf = _scaled(x_all)
                 net.normalize.set_stats(xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3)))
                 del xf
             order_gen = torch.Generator().manual_seed(
@@ -178,9 +317,9 @@ class TrainedNetFeaturizer(Featurizer):
             aug_gen = torch.Generator().manual_seed(
                 derive_seed(self.seed, "featurizer", self.name, "augment")
             )
-            opt = torch.optim.Adam(net.parameters(), lr=self.lr)
             n = x_all.shape[0]
             n_batches = (n + self.batch_size - 1) // self.batch_size
+            opt, schedule = self._optimizer(net, self.epochs * n_batches)
             net.train()
             with _progress(self.progress) as bar:
                 task = bar.add_task(
@@ -188,36 +327,66 @@ class TrainedNetFeaturizer(Featurizer):
                 )
                 for epoch in range(self.epochs):
                     perm = torch.randperm(n, generator=order_gen).to(device)
-                    correct = 0
-                    total_loss = 0.0
+                    # Summed on the device: no host sync per batch on a GPU.
+                    correct = torch.zeros((), dtype=torch.int64, device=device)
+                    total_loss = torch.zeros((), dtype=torch.float64, device=device)
                     for b in range(n_batches):
                         idx = perm[b * self.batch_size : (b + 1) * self.batch_size]
-                        xb = x_all[idx].float().div_(255.0)
-                        xb = self._augment_batch(xb, aug_gen)
+                        xb = self._augment_batch(_scaled(x_all[idx]), aug_gen)
                         yb = y_all[idx]
-                        logits = net(xb)
-                        loss = F.cross_entropy(logits, yb)
+                        with torch.autocast(device.type, torch.bfloat16, enabled=autocast):
+                            logits = net(xb)
+                        loss = F.cross_entropy(
+                            logits.float(), yb, label_smoothing=self.label_smoothing
+                        )
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()
-                        total_loss += float(loss.detach()) * len(idx)
-                        correct += int((logits.detach().argmax(1) == yb).sum())
+                        if schedule is not None:
+                            schedule.step()
+                        total_loss += loss.detach().double() * len(idx)
+                        correct += (logits.detach().argmax(1) == yb).sum()
                         bar.advance(task)
-                    self.train_accuracy_ = correct / n
-                    self.train_loss_ = total_loss / n
+                    self.train_accuracy_ = int(correct) / n
+                    self.train_loss_ = float(total_loss) / n
                     bar.update(
                         task,
                         info=f"epoch {epoch + 1} loss {self.train_loss_:.3f} acc {self.train_accuracy_:.3f}",
                     )
         return net
 
-    def _save(self, path: Path, num_classes: int) -> None:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
+    def architecture(self) -> dict[str, Any]:
+        """The parameters that shape the network (a weights file must have been written
+        with the same ones)."""
+        return {}
+
+    def save_weights(self, path: str | Path, dtype: str = "float16") -> str:
+        """Write the fitted net to ``path`` (safetensors; parameters in ``dtype``, buffers
+        such as the input and batch-norm statistics in float32) for the ``weights``
+        parameter of another featurizer; returns the file's sha256.
+
+        float16 halves the file (an artifact kept in a repository) and changes the
+        features by float16 rounding of the weights only.
+        """
+        if not hasattr(self, "net_"):
+            raise LeanaugError(f"{type(self).__name__}.save_weights called before fit")
+        if dtype not in ("float16", "float32"):
+            raise LeanaugError(f"save_weights: dtype must be float16 or float32, got {dtype!r}")
+        path = Path(path)
+        self._save(path, int(self.net_.head.out_features), getattr(torch, dtype))
+        return file_sha256(path)
+
+    def _save(self, path: Path, num_classes: int, dtype: torch.dtype = torch.float32) -> None:
+        params = {name for name, _ in self.net_.named_parameters()}
+        tensors = {
+            k: v.detach().to("cpu", dtype if k in params else v.dtype).contiguous()
+            for k, v in self.net_.state_dict().items()
+        }
+        config = {k: v for k, v in self.key_params().items() if not k.startswith("weights")}
         metadata = {
             "featurizer": self.name,
-            "config": json.dumps(
-                {k: v for k, v in self.get_params().items() if k not in _NOT_IN_KEY}, sort_keys=True
-            ),
+            "config": json.dumps(config, sort_keys=True),
+            "architecture": json.dumps(self.architecture(), sort_keys=True),
             "num_classes": str(num_classes),
             "image_shape": json.dumps(list(self.image_shape_)),
             "train_accuracy": str(getattr(self, "train_accuracy_", float("nan"))),
@@ -225,22 +394,63 @@ class TrainedNetFeaturizer(Featurizer):
         }
         write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
-    def _load(self, path: Path) -> nn.Module:
+    def _read(self, path: Path, hint: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
         try:
             with safe_open(str(path), framework="pt") as f:
                 metadata = f.metadata() or {}
                 tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
-            num_classes = int(metadata["num_classes"])
-            image_shape = tuple(json.loads(metadata["image_shape"]))
+            int(metadata["num_classes"])
+            json.loads(metadata["image_shape"])
         except Exception as exc:  # a truncated or foreign file: say which one
-            raise LeanaugError(
-                f"cannot read cached featurizer {path}: {exc} (delete it to retrain)"
-            ) from exc
+            raise LeanaugError(f"cannot read featurizer weights {path}: {exc} ({hint})") from exc
+        return metadata, tensors
+
+    def _load(self, path: Path, hint: str = "delete it to retrain") -> nn.Module:
+        metadata, tensors = self._read(path, hint)
+        num_classes = int(metadata["num_classes"])
+        image_shape = tuple(json.loads(metadata["image_shape"]))
         net = self._build(image_shape, num_classes)  # type: ignore[arg-type]
-        net.load_state_dict(tensors)
+        net.load_state_dict(tensors)  # copy_ casts float16 weights into the float32 net
         self.train_accuracy_ = float(metadata.get("train_accuracy", "nan"))
         self.train_loss_ = float(metadata.get("train_loss", "nan"))
         return net.to(self.device_)
+
+    def _load_weights(self, images: np.ndarray) -> nn.Module:
+        """The net of the ``weights`` file, checked: hash, featurizer, architecture and
+        image shape must all agree with this featurizer and the task's images."""
+        path = Path(self.weights)  # type: ignore[arg-type]
+        if not path.is_file():
+            raise LeanaugError(f"{self.name}: weights file {path} does not exist")
+        if self.weights_sha256 is not None:
+            digest = file_sha256(path)
+            if digest != self.weights_sha256:
+                raise LeanaugError(
+                    f"{self.name}: weights file {path} has sha256 {digest}, expected "
+                    f"{self.weights_sha256} (a different or damaged file)"
+                )
+        metadata, _ = self._read(path, "not a featurizer weights file")
+        stored = (metadata.get("featurizer"), json.loads(metadata.get("architecture", "{}")))
+        if stored != (self.name, self.architecture()):
+            raise LeanaugError(
+                f"{self.name}: weights file {path} holds featurizer {stored[0]!r} with "
+                f"{stored[1]}, but this featurizer is {self.name!r} with {self.architecture()}"
+            )
+        shape = tuple(json.loads(metadata["image_shape"]))
+        if shape != tuple(images.shape[1:]):
+            raise LeanaugError(
+                f"{self.name}: weights file {path} was trained on images of shape {shape}, "
+                f"the task's images have shape {tuple(images.shape[1:])}"
+            )
+        return self._load(path, "not a featurizer weights file")
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @FEATURIZERS.register("smallcnn")
@@ -283,9 +493,32 @@ class ResNetFeaturizer(TrainedNetFeaturizer):
         cache: bool = True,
         progress: bool = True,
         transform_batch_size: int = 1024,
+        optimizer: str = "adam",
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        schedule: str = "constant",
+        label_smoothing: float = 0.0,
+        precision: str = "float32",
+        weights: str | None = None,
+        weights_sha256: str | None = None,
     ) -> None:
         super().__init__(
-            epochs, batch_size, lr, seed, device, cache, progress, transform_batch_size
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            device=device,
+            cache=cache,
+            progress=progress,
+            transform_batch_size=transform_batch_size,
+            optimizer=optimizer,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            schedule=schedule,
+            label_smoothing=label_smoothing,
+            precision=precision,
+            weights=weights,
+            weights_sha256=weights_sha256,
         )
         self.depth = int(depth)
         self.width = int(width)
@@ -295,6 +528,9 @@ class ResNetFeaturizer(TrainedNetFeaturizer):
         self.train_augment = bool(train_augment)
         # Fail on a bad depth now, not after loading data.
         PreActResNet((1, 8, 8), 2, depth=self.depth, width=self.width)
+
+    def architecture(self) -> dict[str, Any]:
+        return {"depth": self.depth, "width": self.width}
 
     def _build(self, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         return PreActResNet(image_shape, num_classes, depth=self.depth, width=self.width)
