@@ -129,6 +129,28 @@ def test_run_config_file_and_flags(tmp_path, capsys):
     )
 
 
+def test_run_coreset_policy(tmp_path, capsys):
+    out = tmp_path / "coreset"
+    code, stdout, err = _main(
+        ["subsample", "run", "--dataset", "digits", "--classes", "3,8", "--n-train", "120",
+         "--scores", "loss", "--policies", "coreset,coreset:weighting=uniform",
+         "--budgets", "2,30,120", "--trials", "3", "--out", str(out), "--no-progress",
+         "--no-plot"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    res = read_parquet(out / "results.parquet")
+    # deterministic: one trial per policy, whatever --trials says
+    assert len(res) == 2 * 3 and set(res["trial"]) == {0}
+    assert (res["n_augmented"] == res["budget"]).all()
+    assert (res["n_train_rows"] == 120 + 4 * res["budget"]).all()  # translate: 4 copies
+    # at budget n every point is its own coreset element (gamma 1, weight 1): full augmentation
+    full = read_json(out / "baselines.json")["full_augmentation"]
+    at_n = res[res["budget"] == 120]
+    assert (at_n["accuracy_augmented_test"] == full["accuracy_augmented_test"]).all()
+    assert "coreset:weighting=uniform" in stdout
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

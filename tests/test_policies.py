@@ -36,6 +36,7 @@ NESTED = [
     "cluster-topk",
     "sv",
     "update",
+    "coreset",
 ]
 
 
@@ -346,7 +347,7 @@ def test_bad_input():
     rng = np.random.default_rng(0)
     with pytest.raises(
         UnknownNameError,
-        match="valid names: bottomk, cluster, cluster-topk, downweight, dpp, inverse",
+        match="valid names: bottomk, cluster, cluster-topk, coreset, downweight, dpp, inverse",
     ):
         POLICIES.get("bogus")
     for budgets, msg in [

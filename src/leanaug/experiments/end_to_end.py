@@ -389,7 +389,7 @@ def run_end_to_end(
         load_or_compute_features,
         score_is_random,
     )
-    from leanaug.policies import POLICIES, Selection, augmented_training_set
+    from leanaug.policies import POLICIES, augmented_training_set
     from leanaug.scores import SCORES, score_function
 
     start = time.perf_counter()
@@ -481,7 +481,7 @@ def run_end_to_end(
             for budget in todo:
                 t0 = time.perf_counter()
                 sel = selections[budget]
-                ordered = Selection(np.sort(sel.indices), sel.weighting)
+                ordered = sel.sorted()
                 _, _, w = augmented_training_set(problem, ordered)
                 clf, _ = _fit_selection(problem, sel, config.C)
                 frozen = (clf.score(fs.test, fs.test_labels), clf.score(*test_aug))

@@ -21,8 +21,8 @@ Accuracies are always on the test split; the augmented test set is what
 Trials. Each unit's randomness comes from
 ``derive_seed(seed, score, policy, trial)``, so results do not depend on ``n_jobs`` or
 the order units finish. A unit is *deterministic* when its policy ignores the rng
-(``topk``, ``sv``, ``update`` with ``mode=greedy``) and its score is not random: such a
-unit gives the same selection every trial, so only trial 0 is run. ``cluster`` is
+(``topk``, ``sv``, ``coreset``, ``update`` with ``mode=greedy``) and its score is not
+random: such a unit gives the same selection every trial, so only trial 0 is run. ``cluster`` is
 randomised (its KMeans initialisation), ``dpp`` and the proportional policies too.
 The ``random`` score draws fresh scores per trial (trial 0's draw is the one in
 ``scores.parquet``); other scores are computed once from the no-augmentation fit.
@@ -296,12 +296,11 @@ def _problem(
 
 
 def _fit_selection(problem: Any, selection: Any, C: float) -> tuple[LogisticClassifier, int]:
-    from leanaug.policies import Selection, augmented_training_set
+    from leanaug.policies import augmented_training_set
 
     # The fit depends on the set of augmented points, not on the order the policy
     # picked them in: sort, so that e.g. budget = n equals the full-augmentation fit.
-    ordered = Selection(np.sort(selection.indices), selection.weighting)
-    X, y, w = augmented_training_set(problem, ordered)
+    X, y, w = augmented_training_set(problem, selection.sorted())
     return LogisticClassifier(C=C).fit(X, y, sample_weight=w), X.shape[0]
 
 

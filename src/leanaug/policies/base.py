@@ -19,6 +19,7 @@ from leanaug.scores.base import ScoreFn, check_scores
 
 __all__ = [
     "POLICIES",
+    "POLICY_WEIGHTINGS",
     "SIGNS",
     "WEIGHTINGS",
     "OrderPolicy",
@@ -36,7 +37,11 @@ __all__ = [
 
 POLICIES: Registry[type[Policy]] = Registry("policy")
 
-WEIGHTINGS = ("uniform", "downweight")
+#: How :func:`augmented_training_set` weights a selection's rows (see :class:`Selection`).
+WEIGHTINGS = ("uniform", "downweight", "coreset")
+#: The weightings a policy's ``weighting`` parameter takes by default (``"coreset"``
+#: needs per-point weights, which only the ``coreset`` policy computes).
+POLICY_WEIGHTINGS = ("uniform", "downweight")
 
 #: How a policy with a ``sign`` parameter reads a signed score (``influence-test``):
 #: ``"magnitude"`` ranks by |s| (as the paper does with its scores); ``"helpful-first"``
@@ -102,16 +107,22 @@ class Selection:
     """Selected training points (in selection order) and how to weight them.
 
     ``weighting="uniform"``: every row weight 1. ``"downweight"``: a selected original
-    and its K copies share weight ``1 / (K + 1)`` each.
+    and its K copies share weight ``1 / (K + 1)`` each. ``"coreset"``: originals weight
+    1, and each of the K copies of ``indices[t]`` weight ``copy_weights[t]`` (one finite
+    weight >= 0 per selected point, aligned with ``indices``; the ``coreset`` policy
+    sets them). ``copy_weights`` is required with ``"coreset"`` and refused otherwise.
 
     Examples
     --------
     >>> len(Selection([4, 1, 2], weighting="downweight"))
     3
+    >>> Selection([4, 1], "coreset", copy_weights=[1.5, 0.5]).sorted().copy_weights.tolist()
+    [0.5, 1.5]
     """
 
     indices: np.ndarray
     weighting: str = "uniform"
+    copy_weights: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.indices = np.asarray(self.indices, dtype=np.intp).reshape(-1)
@@ -119,9 +130,32 @@ class Selection:
             raise LeanaugError(
                 f"unknown weighting {self.weighting!r}; valid: {', '.join(WEIGHTINGS)}"
             )
+        if self.weighting != "coreset":
+            if self.copy_weights is not None:
+                raise LeanaugError(
+                    f"copy_weights are only used with weighting='coreset', not {self.weighting!r}"
+                )
+            return
+        if self.copy_weights is None:
+            raise LeanaugError("weighting='coreset' needs copy_weights, one per selected point")
+        self.copy_weights = np.asarray(self.copy_weights, dtype=np.float64).reshape(-1)
+        if self.copy_weights.shape != self.indices.shape:
+            raise LeanaugError(
+                f"copy_weights must have one entry per selected point ({self.indices.size}), "
+                f"got {self.copy_weights.size}"
+            )
+        if not np.all(np.isfinite(self.copy_weights)) or np.any(self.copy_weights < 0):
+            raise LeanaugError("copy_weights must be finite and >= 0")
 
     def __len__(self) -> int:
         return int(self.indices.size)
+
+    def sorted(self) -> Selection:
+        """The same selection in increasing index order (``copy_weights`` follow their
+        points). A fit depends on the set of augmented points, not on their order."""
+        order = np.argsort(self.indices, kind="stable")
+        weights = None if self.copy_weights is None else self.copy_weights[order]
+        return Selection(self.indices[order], self.weighting, weights)
 
 
 def augmented_training_set(
@@ -131,7 +165,9 @@ def augmented_training_set(
     selected point, point by point in selection order (a point's copies contiguous).
 
     Weights are 1; with ``weighting="downweight"`` a selected original and each of its
-    copies get ``1 / (K + 1)``, so the weights always sum to n.
+    copies get ``1 / (K + 1)``, so the weights always sum to n; with
+    ``weighting="coreset"`` the originals get 1 and each copy of ``indices[t]`` gets
+    ``copy_weights[t]``.
     """
     idx = selection.indices
     n, K = problem.n, problem.n_copies
@@ -147,6 +183,8 @@ def augmented_training_set(
         share = 1.0 / (K + 1)
         w[idx] = share
         w[n:] = share
+    elif selection.weighting == "coreset":
+        w[n:] = np.repeat(selection.copy_weights, K)
     return X, y, w
 
 
@@ -173,11 +211,11 @@ def check_budgets(budgets: Sequence[int], n: int) -> list[int]:
     return sorted(set(out))
 
 
-def check_weighting(weighting: str, who: str) -> str:
-    """``weighting`` if it is one of :data:`WEIGHTINGS`, else :class:`LeanaugError`."""
-    if weighting not in WEIGHTINGS:
+def check_weighting(weighting: str, who: str, valid: Sequence[str] = POLICY_WEIGHTINGS) -> str:
+    """``weighting`` if it is one of ``valid``, else :class:`LeanaugError`."""
+    if weighting not in valid:
         raise LeanaugError(
-            f"{who} policy: unknown weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}"
+            f"{who} policy: unknown weighting {weighting!r}; valid: {', '.join(valid)}"
         )
     return weighting
 
