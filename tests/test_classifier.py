@@ -123,3 +123,45 @@ def test_bad_input():
         LogisticClassifier(C=-1).fit(X, y)
     with pytest.raises(LeanaugError, match="shape"):
         LogisticClassifier().fit(X, y[:-1])
+
+
+# -- the torch solver and warm starts -------------------------------------------------------
+@pytest.mark.parametrize("k", [2, 4])
+def test_torch_solver_equals_scikit_learn(k):
+    rng = np.random.default_rng(30 + k)
+    X = rng.normal(size=(400, 6))
+    y = np.argmax(X[:, :k] + rng.normal(size=(400, k)), axis=1)
+    w = rng.uniform(0.2, 2.0, size=400)
+    ref = LogisticClassifier(C=2.0, tol=1e-10).fit(X, y, sample_weight=w)
+    fast = LogisticClassifier(C=2.0, tol=1e-10, solver="torch", device="cpu").fit(
+        X, y, sample_weight=w
+    )
+    assert fast.coef_.shape == ref.coef_.shape == ((1 if k == 2 else k), 6)
+    np.testing.assert_allclose(fast.coef_, ref.coef_, atol=1e-6)
+    np.testing.assert_allclose(fast.intercept_, ref.intercept_, atol=1e-6)
+    np.testing.assert_array_equal(fast.classes_, ref.classes_)
+    np.testing.assert_allclose(fast.predict_log_proba(X), ref.predict_log_proba(X), atol=1e-6)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "torch"])
+def test_warm_start_reaches_the_same_optimum(solver):
+    rng = np.random.default_rng(40)
+    X = rng.normal(size=(600, 5))
+    y = np.argmax(X[:, :3] + 0.5 * rng.normal(size=(600, 3)), axis=1)
+    clean = LogisticClassifier(tol=1e-10, solver=solver).fit(X[:300], y[:300])
+    cold = LogisticClassifier(tol=1e-10, solver=solver).fit(X, y)
+    warm = LogisticClassifier(tol=1e-10, solver=solver).fit(X, y, init=clean)
+    np.testing.assert_allclose(warm.coef_, cold.coef_, atol=1e-6)
+    np.testing.assert_allclose(warm.intercept_, cold.intercept_, atol=1e-6)
+    # the start is used: from the optimum itself, L-BFGS stops almost at once
+    again = LogisticClassifier(tol=1e-6, solver=solver).fit(X, y, init=cold)
+    assert int(np.max(again.n_iter_)) <= 2 < int(np.max(cold.n_iter_))
+    with pytest.raises(LeanaugError, match="classes"):
+        LogisticClassifier(solver=solver).fit(X, (y > 0).astype(int), init=clean)
+    with pytest.raises(LeanaugError, match="fitted LogisticClassifier"):
+        LogisticClassifier(solver=solver).fit(X, y, init=LogisticClassifier())
+
+
+def test_unknown_solver_lists_the_valid_ones():
+    with pytest.raises(LeanaugError, match="lbfgs, torch"):
+        LogisticClassifier(solver="newton")

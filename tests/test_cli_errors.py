@@ -281,12 +281,16 @@ def test_readers_say_which_file_is_damaged(tmp_path):
             "error: featurizer 'smallcnn': epochs='abc' is not an int; valid parameters: "
             "epochs: int = 40, batch_size: int = 512, lr: float = 0.001, seed: int = 0, "
             "device: str = 'auto', cache: bool = True, progress: bool = True, "
-            "transform_batch_size: int = 1024",
+            "transform_batch_size: int = 1024, optimizer: str = 'adam', momentum: float = 0.9, "
+            "weight_decay: float = 0.0, schedule: str = 'constant', label_smoothing: float = 0.0, "
+            "precision: str = 'float32', weights: str | None = None, "
+            "weights_sha256: str | None = None",
         ),
         (
             ["--scores", "influence:precision=float64"],
             "error: score 'influence': unknown parameter 'precision'; valid parameters: "
-            "solve_precision: str = 'float32', leverage: bool = False",
+            "solve_precision: str = 'float32', leverage: bool = False, method: str = 'dense', "
+            "device: str = 'auto'",
         ),
         (
             ["--policies", "random:k=3"],

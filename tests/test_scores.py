@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from scipy.special import logsumexp
 from scipy.stats import spearmanr
 from sklearn.svm import LinearSVC
+import torch
 
 from leanaug.classifier import LogisticClassifier
 from leanaug.errors import LeanaugError, UnknownNameError
@@ -474,3 +475,57 @@ def test_bad_input_raises():
         SCORES.get("influence")().score(clf, X[:, :1], y)
     with pytest.raises(LeanaugError, match="not seen"):
         SCORES.get("influence")().score(clf, X, y + 5)
+
+
+# -- batched self-influence (large fits) ----------------------------------------------------
+@pytest.mark.parametrize("k,intercept", [(2, True), (3, True), (3, False), (2, False)])
+def test_batched_self_influence_equals_the_dense_one(k, intercept, monkeypatch):
+    from leanaug.scores import influence_batched as ib
+
+    monkeypatch.setattr(ib, "CHUNK", 128)  # several chunks on a small problem
+    X, y = make_data(n=500, d=12, k=k, seed=200 + k)
+    w = np.random.default_rng(5).uniform(0.5, 1.5, size=len(y))
+    clf = LogisticClassifier(C=2.0, fit_intercept=intercept).fit(X, y, w)
+    exact = self_influence(clf, X, y, w)
+    double = ib.batched_self_influence(clf, X, y, w, precision="float64", device="cpu")
+    np.testing.assert_allclose(double, exact, rtol=1e-10)
+    single = ib.batched_self_influence(clf, X, y, w, precision="float32", device="cpu")
+    assert not np.array_equal(single, exact)  # it really ran in single precision
+    np.testing.assert_allclose(single, exact, rtol=1e-5)
+    # the check's float64 reference: Hessian-vector products from the data and
+    # preconditioned CG from the float32-accumulated factor reproduce the dense scores
+    pb = ib._problem(clf, X, y, w, torch.device("cpu"))
+    H = ib._hessian(pb, torch.float64)
+    V = torch.randn(H.shape[0], 3, dtype=torch.float64)
+    torch.testing.assert_close(ib._hessian_times(pb, V), H @ V, rtol=1e-10, atol=1e-10)
+    L = ib._cholesky(ib._hessian(pb, torch.float32))
+    points = torch.tensor([0, 7, 499])
+    np.testing.assert_allclose(ib._exact_norms(pb, L, points).numpy(), exact[[0, 7, 499]],
+                               rtol=1e-10)  # fmt: skip
+
+
+def test_batched_self_influence_redone_in_float64_when_the_check_fails(monkeypatch):
+    from leanaug.scores import influence as inf
+    from leanaug.scores import influence_batched as ib
+
+    X, y = make_data(n=300, d=6, k=3, seed=210)
+    clf = LogisticClassifier().fit(X, y)
+    exact = ib.batched_self_influence(clf, X, y, precision="float64", device="cpu")
+    monkeypatch.setattr(inf, "CHECK_RTOL", 1e-14)  # no float32 result can pass this
+    with pytest.warns(UserWarning, match="solving in float64"):
+        checked = ib.batched_self_influence(clf, X, y, precision="float32", device="cpu")
+    np.testing.assert_array_equal(checked, exact)
+    with pytest.raises(LeanaugError, match="float32, float64"):
+        ib.batched_self_influence(clf, X, y, precision="half")
+
+
+def test_influence_score_batched_method():
+    X, y = make_data(n=300, d=5, k=3, seed=220)
+    clf = LogisticClassifier().fit(X, y)
+    dense = SCORES.get("influence")().score(clf, X, y)
+    batched = SCORES.get("influence")(method="batched", device="cpu").score(clf, X, y)
+    np.testing.assert_allclose(batched, dense, rtol=1e-5)
+    with pytest.raises(LeanaugError, match="dense, batched"):
+        SCORES.get("influence")(method="sparse")
+    with pytest.raises(LeanaugError, match="leverage=true needs method=dense"):
+        SCORES.get("influence")(method="batched", leverage=True)

@@ -19,12 +19,23 @@ parameters are unique (scikit-learn already does so; centring again is a no-op t
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import scipy.optimize
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from leanaug.errors import LeanaugError
 
-__all__ = ["LogisticClassifier", "check_xy"]
+__all__ = ["SOLVERS", "LogisticClassifier", "check_xy"]
+
+#: ``lbfgs``: scikit-learn's ``LogisticRegression(solver="lbfgs")``. ``torch``: the same
+#: L-BFGS-B iteration (scipy's, with scikit-learn's options and loss scaling) on an
+#: objective and gradient computed by torch in float64 on ``device`` (a GPU when given):
+#: the same optimum, faster on large multinomial problems, where each evaluation is two
+#: (n x d) by (d x K) products.
+SOLVERS = ("lbfgs", "torch")
 
 
 def check_xy(
@@ -75,18 +86,36 @@ class LogisticClassifier:
         lbfgs stopping tolerance and iteration cap (passed to scikit-learn).
     fit_intercept:
         Whether to fit the (unpenalised) intercepts.
+    solver:
+        ``"lbfgs"`` (scikit-learn) or ``"torch"`` (see :data:`SOLVERS`).
+    device:
+        Where the ``torch`` solver computes (``"cpu"``, ``"cuda"``, ``"auto"``).
+
+    :meth:`fit` takes ``init``, a fitted classifier on the same classes and features,
+    to start from its parameters (a warm start: e.g. each augmented fit of a
+    subsampling run from the clean fit); the optimum is the same, the iterations fewer.
 
     Attributes after :meth:`fit`: ``coef_`` (1 x d for two classes, K x d otherwise),
     ``intercept_`` (1 or K), ``classes_`` (sorted original labels), ``n_iter_``.
     """
 
     def __init__(
-        self, C: float = 1.0, tol: float = 1e-7, max_iter: int = 1000, fit_intercept: bool = True
+        self,
+        C: float = 1.0,
+        tol: float = 1e-7,
+        max_iter: int = 1000,
+        fit_intercept: bool = True,
+        solver: str = "lbfgs",
+        device: str = "cpu",
     ) -> None:
         self.C = C
         self.tol = tol
         self.max_iter = max_iter
         self.fit_intercept = fit_intercept
+        self.solver = solver
+        self.device = device
+        if solver not in SOLVERS:
+            raise LeanaugError(f"unknown solver {solver!r}; valid: {', '.join(SOLVERS)}")
 
     # -- sklearn-style plumbing -------------------------------------------------------
     def get_params(self, deep: bool = True) -> dict[str, object]:
@@ -95,6 +124,8 @@ class LogisticClassifier:
             "tol": self.tol,
             "max_iter": self.max_iter,
             "fit_intercept": self.fit_intercept,
+            "solver": self.solver,
+            "device": self.device,
         }
 
     def clone(self) -> LogisticClassifier:
@@ -107,7 +138,11 @@ class LogisticClassifier:
 
     # -- fitting ----------------------------------------------------------------------
     def fit(
-        self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+        init: LogisticClassifier | None = None,
     ) -> LogisticClassifier:
         if not (np.isfinite(self.C) and self.C > 0):
             raise LeanaugError(f"C must be a positive finite number, got {self.C!r}")
@@ -120,24 +155,123 @@ class LogisticClassifier:
             )
         if sample_weight is not None and not np.any(sample_weight > 0):
             raise LeanaugError("sample_weight is zero everywhere")
+        start = self._start(init, classes, X.shape[1])
+        if self.solver == "torch":
+            coef, intercept, n_iter = self._fit_torch(
+                X, np.searchsorted(classes, y), sample_weight, start
+            )
+            self.classes_ = classes
+        else:
+            coef, intercept, n_iter = self._fit_sklearn(X, y, sample_weight, start)
+        self.coef_ = coef
+        if self.fit_intercept and self.coef_.shape[0] > 1:
+            intercept = intercept - intercept.mean()  # unique representative, see module doc
+        self.intercept_ = intercept if self.fit_intercept else np.zeros(self.coef_.shape[0])
+        self.n_iter_ = np.asarray(n_iter)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _start(
+        self, init: LogisticClassifier | None, classes: np.ndarray, d: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``init``'s parameters, checked against this fit's classes and features."""
+        if init is None:
+            return None
+        if not isinstance(init, LogisticClassifier) or not hasattr(init, "coef_"):
+            raise LeanaugError("init must be a fitted LogisticClassifier")
+        if not np.array_equal(init.classes_, classes) or init.coef_.shape[1] != d:
+            raise LeanaugError(
+                f"init was fitted on classes {init.classes_.tolist()} and {init.coef_.shape[1]} "
+                f"features; this fit has classes {classes.tolist()} and {d} features"
+            )
+        return init.coef_.copy(), init.intercept_.copy()
+
+    def _fit_sklearn(self, X, y, sample_weight, start):  # noqa: ANN001, ANN202
         model = LogisticRegression(
             C=float(self.C),
             tol=float(self.tol),
             max_iter=int(self.max_iter),
             fit_intercept=bool(self.fit_intercept),
             solver="lbfgs",
+            warm_start=start is not None,
         )
+        if start is not None:  # scikit-learn's warm start reads these attributes
+            model.coef_, model.intercept_ = start
         model.fit(X, y, sample_weight=sample_weight)
         self._model = model
         self.classes_ = model.classes_
-        self.coef_ = np.array(model.coef_, dtype=np.float64)
-        intercept = np.array(model.intercept_, dtype=np.float64).reshape(-1)
-        if self.fit_intercept and self.coef_.shape[0] > 1:
-            intercept = intercept - intercept.mean()  # unique representative, see module doc
-        self.intercept_ = intercept if self.fit_intercept else np.zeros(self.coef_.shape[0])
-        self.n_iter_ = np.asarray(model.n_iter_)
-        self.n_features_in_ = X.shape[1]
-        return self
+        coef = np.array(model.coef_, dtype=np.float64)
+        return coef, np.array(model.intercept_, dtype=np.float64).reshape(-1), model.n_iter_
+
+    def _fit_torch(self, X, label_idx, sample_weight, start):  # noqa: ANN001, ANN202
+        """scikit-learn's lbfgs problem, solved by scipy's L-BFGS-B with its options, the
+        objective ``sum_i w_i logloss_i / sum(w) + ||W||^2 / (2 C sum(w))`` (the same
+        scaling) and its gradient computed by torch in float64 on ``device``."""
+        import torch
+
+        from leanaug.device import resolve_device
+
+        dev = resolve_device(self.device)
+        K = int(label_idx.max()) + 1
+        rows = 1 if K == 2 else K
+        d = X.shape[1]
+        q = d + 1 if self.fit_intercept else d
+        Xd = torch.as_tensor(X, dtype=torch.float64, device=dev)
+        yd = torch.as_tensor(label_idx, dtype=torch.int64, device=dev)
+        w = np.ones(X.shape[0]) if sample_weight is None else sample_weight
+        wd = torch.as_tensor(w, dtype=torch.float64, device=dev)
+        wd = wd / wd.sum()
+        l2 = 1.0 / (float(self.C) * float(np.sum(w)))
+
+        def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            T = torch.as_tensor(theta, device=dev).reshape(rows, q)
+            W = T[:, :d]
+            z = Xd @ W.T + (T[:, d] if self.fit_intercept else 0.0)
+            if rows == 1:
+                z = z[:, 0]
+                t = yd.to(torch.float64)
+                loss = torch.nn.functional.softplus(z) - t * z  # logloss of the sigmoid
+                r = (torch.sigmoid(z) - t)[:, None]
+            else:
+                lse = torch.logsumexp(z, dim=1)
+                loss = lse - z.gather(1, yd[:, None])[:, 0]
+                r = torch.exp(z - lse[:, None])
+                r[torch.arange(len(yd), device=dev), yd] -= 1.0
+            r = r * wd[:, None]
+            grad = torch.empty_like(T)
+            grad[:, :d] = r.T @ Xd + l2 * W
+            if self.fit_intercept:
+                grad[:, d] = r.sum(0)
+            value = (wd * loss).sum() + 0.5 * l2 * (W * W).sum()
+            return float(value), grad.reshape(-1).cpu().numpy()
+
+        theta0 = np.zeros((rows, q))
+        if start is not None:
+            theta0[:, :d] = start[0]
+            if self.fit_intercept:
+                theta0[:, d] = start[1]
+        res = scipy.optimize.minimize(
+            objective,
+            theta0.ravel(),
+            jac=True,
+            method="L-BFGS-B",
+            options={
+                "maxiter": int(self.max_iter),
+                "maxls": 50,
+                "gtol": float(self.tol),
+                "ftol": 64 * np.finfo(float).eps,
+            },
+        )
+        if res.nit >= self.max_iter:
+            warnings.warn(
+                f"torch solver: L-BFGS-B stopped at max_iter={self.max_iter} before reaching "
+                f"tol={self.tol}",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        theta = res.x.reshape(rows, q)
+        intercept = theta[:, d].copy() if self.fit_intercept else np.zeros(rows)
+        return theta[:, :d].copy(), intercept, [res.nit]
 
     def _check_fitted(self, X: np.ndarray) -> np.ndarray:
         if not hasattr(self, "coef_"):

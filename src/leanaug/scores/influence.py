@@ -94,6 +94,7 @@ __all__ = [
 
 _CHUNK = 2048  # points per triangular solve (bounds memory for big softmax problems)
 SOLVE_PRECISIONS = ("float64", "float32")
+METHODS = ("dense", "batched")
 CHECK_POINTS = 32  # points re-solved in float64 to check a float32 solve
 CHECK_RTOL = 1e-4  # largest relative error a float32 solve may show on them
 
@@ -350,6 +351,15 @@ class InfluenceScore(Score):
         True: the leverage-corrected ``g_i^T H^{-1} g_i / (1 - h_ii)``
         (:func:`leverage_self_influence`, float64), a closer estimate of the exact
         leave-one-out self-loss change for high-leverage points.
+    method : {"dense", "batched"}
+        ``"dense"``: :func:`self_influence` (numpy; the gradient matrix and the Hessian
+        in float64). ``"batched"``: the same scores from
+        :func:`~leanaug.scores.influence_batched.batched_self_influence` (torch, no
+        gradient matrix, float32 Hessian blocks checked against float64), for fits of
+        tens of thousands of points and 10 classes; ``solve_precision`` is its
+        precision. Not with ``leverage``.
+    device : str
+        Where ``"batched"`` computes (``auto``: a GPU when present).
 
     Examples
     --------
@@ -365,12 +375,32 @@ class InfluenceScore(Score):
 
     name = "influence"
 
-    def __init__(self, solve_precision: str = "float32", leverage: bool = False) -> None:
+    def __init__(
+        self,
+        solve_precision: str = "float32",
+        leverage: bool = False,
+        method: str = "dense",
+        device: str = "auto",
+    ) -> None:
         _check_solve_precision(solve_precision)
+        if method not in METHODS:
+            raise LeanaugError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+        if leverage and method != "dense":
+            raise LeanaugError("influence: leverage=true needs method=dense")
         self.solve_precision = solve_precision
         self.leverage = bool(leverage)
+        self.method = method
+        self.device = device
 
     def _score(self, clf: LogisticClassifier, X, y, sample_weight, rng) -> np.ndarray:  # noqa: ANN001
+        if self.method == "batched":
+            from leanaug.scores.influence_batched import batched_self_influence
+
+            return np.abs(
+                batched_self_influence(
+                    clf, X, y, sample_weight, precision=self.solve_precision, device=self.device
+                )
+            )
         if self.leverage:
             return np.abs(leverage_self_influence(clf, X, y, sample_weight))
         return np.abs(
