@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.linalg
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import logsumexp
 from scipy.stats import spearmanr
 from sklearn.svm import LinearSVC
-import torch
 
 from leanaug.classifier import LogisticClassifier
 from leanaug.errors import LeanaugError, UnknownNameError

@@ -217,9 +217,7 @@ def batched_self_influence(
     from leanaug.scores.influence import CHECK_POINTS, CHECK_RTOL
 
     if precision not in PRECISIONS:
-        raise LeanaugError(
-            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
-        )
+        raise LeanaugError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     dev = resolve_device(device)
     pb = _problem(clf, X, y, sample_weight, dev)
     dtype = torch.float32 if precision == "float32" else torch.float64
