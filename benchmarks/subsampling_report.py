@@ -89,6 +89,8 @@ class Run:
             shown = [names[int(k)] if names and str(k).isdigit() else str(k) for k in classes]
             what = " vs ".join(shown)
         extra = ", end-to-end CNN retraining" if self.kind == "end_to_end" else ""
+        if c.get("featurizer_refit"):
+            extra += ", featurizer retrained for every fit"
         return f"{ds}, {what}, {c['augment']}, n_train = {self.n_train}{extra}"
 
     def budgets_at_fractions(self) -> list[tuple[float, int]]:

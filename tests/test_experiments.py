@@ -183,7 +183,8 @@ def test_outputs_and_full_augmentation_equals_baseline(small_run):
         res["n_train_rows"] == N_DIGITS_38 * 5 - (N_DIGITS_38 - res["budget"]) * 4
     ).all()  # 4 copies
     base = read_json(out / "baselines.json")
-    assert set(base) == {"no_augmentation", "full_augmentation"}
+    assert set(base) == {"protocol", "no_augmentation", "full_augmentation"}
+    assert base["protocol"] == "frozen-featurizer"
     full = res[res["budget"] == N_DIGITS_38]
     for key in ("accuracy", "accuracy_augmented_test"):
         assert (full[key] == base["full_augmentation"][key]).all(), key

@@ -185,3 +185,63 @@ def test_onecycle_sgd_schedule_and_options(digits38):
         label_smoothing=0.1, cache=False, progress=False, device="cpu",
     ).fit(images, labels)  # fmt: skip
     assert g.train_loss_ < 0.5 and g.train_accuracy_ > 0.9, (g.train_loss_, g.train_accuracy_)
+
+
+def test_float_images_and_sample_weights(digits38):
+    """``fit`` takes float images in [0, 1] and per-row weights of the training loss."""
+    from leanaug.augment import to_float
+    from leanaug.features.trained import batch_loss
+
+    images, labels = digits38
+    kw = dict(epochs=1, batch_size=64, cache=False, progress=False, device="cpu")
+    feats = SmallCNNFeaturizer(**kw).fit(images, labels).transform(images)
+    # float images train exactly the net of their uint8 originals
+    floats = to_float(images).numpy()
+    np.testing.assert_array_equal(
+        SmallCNNFeaturizer(**kw).fit(floats, labels).transform(images), feats
+    )
+    # weights all 1 (or all equal): the unweighted net bit for bit, and its cache key
+    for w in (np.ones(len(labels)), np.full(len(labels), 0.2)):
+        g = SmallCNNFeaturizer(**kw).fit(images, labels, sample_weight=w)
+        np.testing.assert_array_equal(g.transform(images), feats)
+    weights = np.where(labels == 0, 3.0, 1.0)
+    other = SmallCNNFeaturizer(**kw).fit(images, labels, sample_weight=weights)
+    assert not np.allclose(other.transform(images), feats)
+    f = SmallCNNFeaturizer(epochs=1)
+    assert f.cache_key(images, labels) == f.cache_key(images, labels, None)
+    assert f.cache_key(images, labels, weights) != f.cache_key(images, labels)
+    # the loss: a weighted mean, where a weight of 2 counts a row twice
+    logits, y = torch.randn(5, 2, generator=torch.Generator().manual_seed(0)), labels[:5]
+    y = torch.from_numpy(y)
+    w = torch.tensor([2.0, 1.0, 0.0, 1.0, 1.0])
+    rows = torch.tensor([0, 0, 1, 3, 4])
+    torch.testing.assert_close(batch_loss(logits, y, w), batch_loss(logits[rows], y[rows]))
+    assert batch_loss(logits, y, torch.zeros(5)) == 0.0  # a batch of weight 0: no gradient
+
+
+def _alternating(value: float):
+    return lambda n: np.arange(n) % 2 * value  # not all equal: a weighted fit
+
+
+@pytest.mark.parametrize(
+    ("featurizer", "images", "weights", "message"),
+    [
+        ("smallcnn", lambda x: np.full(x.shape, 1.5, np.float32), None, "must lie in \\[0, 1\\]"),
+        ("smallcnn", lambda x: x.astype(np.int16), None, "uint8 images or float"),
+        ("smallcnn", None, lambda n: np.ones(3), "shape \\(268,\\)"),
+        ("smallcnn", None, _alternating(-1.0), "finite, >= 0"),
+        ("pretrained", None, _alternating(2.0), "pretrain_dataset=digits trains on that data"),
+        ("weights", None, _alternating(2.0), "weights= loads a fixed net"),
+    ],
+)
+def test_bad_fit_inputs(digits38, featurizer, images, weights, message):
+    x, labels = digits38
+    f = {
+        "smallcnn": SmallCNNFeaturizer(epochs=1),
+        "pretrained": ResNetFeaturizer(depth=8, pretrain_dataset="digits"),
+        "weights": SmallCNNFeaturizer(weights="net.safetensors"),
+    }[featurizer]
+    x = x if images is None else images(x)
+    w = None if weights is None else weights(len(labels))
+    with pytest.raises(LeanaugError, match=message):
+        f.fit(x, labels, sample_weight=w)

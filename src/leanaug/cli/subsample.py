@@ -16,6 +16,7 @@ from rich.table import Table
 
 from leanaug.experiments.config import DEMO, resolve_config
 from leanaug.experiments.plots import auc_table
+from leanaug.experiments.refit import PROTOCOL_TEXT
 from leanaug.experiments.runner import RunSummary, run_experiment
 
 app = typer.Typer(
@@ -102,16 +103,24 @@ def _report(
         )
     )
     console.print("AUC: trapezoid over the budgets divided by the budget range (a mean accuracy).")
+    protocol = baselines.get("protocol")
+    if protocol is not None:
+        console.print(f"Protocol: {PROTOCOL_TEXT.get(protocol, protocol)}.")
     console.print(f"Output folder: [bold]{out}[/bold]")
     for f in files:
         console.print(f"  {f}")
 
 
 def _print_run(summary: RunSummary, console: Console) -> None:
+    trainings = (
+        f", {summary.featurizer_trainings} featurizer trainings (one per fit)"
+        if summary.config.featurizer_refit
+        else ""
+    )
     console.print(
         f"{summary.units_run} of {summary.units_total} units run ({summary.units_skipped} already finished), "
         f"{summary.refits} classifier fits (baselines, one per result row; the update "
-        f"policy's re-scoring fits are not counted), {summary.seconds:.1f} s"
+        f"policy's re-scoring fits are not counted){trainings}, {summary.seconds:.1f} s"
     )
     core = [
         summary.out / n
@@ -145,6 +154,16 @@ def run(
     ),
     featurizer: str = typer.Option(
         None, help="pixels, smallcnn or resnet, with parameters: smallcnn:epochs=40."
+    ),
+    featurizer_refit: bool = typer.Option(
+        None,
+        "--featurizer-refit/--no-featurizer-refit",
+        help="Retrain the featurizer from scratch on every fit's rows (baselines and each "
+        "selection: originals plus the selected points' copies, with the selection's "
+        "weights), the reference's MNIST protocol, instead of training it once on the "
+        "clean points and freezing it (the default). Costs one featurizer training per "
+        "fit; needs a trained featurizer (smallcnn, resnet without weights= or "
+        "pretrain_dataset=). Scores still come from the clean points' featurizer.",
     ),
     C: float = typer.Option(
         None, "--C", "-C", help="Inverse L2 strength of the logistic classifier."
@@ -195,6 +214,7 @@ def run(
         subset=subset,
         augment=augment,
         featurizer=featurizer,
+        featurizer_refit=featurizer_refit,
         C=C,
         scores=scores,
         policies=policies,

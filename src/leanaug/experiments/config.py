@@ -33,6 +33,10 @@ from leanaug.errors import LeanaugError
 #: them does not invalidate an output folder's finished results.
 EXECUTION_FIELDS = ("out", "n_jobs", "device", "executor", "ray_address")
 
+#: Fields added after output folders were first written, with the value a folder's
+#: ``config.yaml`` without them meant (so those folders still resume).
+ADDED_FIELDS: dict[str, Any] = {"featurizer_refit": False}
+
 PAPER_BUDGETS = [1, 10, 50, 100, 250, 500, 750, 1000]
 #: ``n_train: auto``: the paper's 1000 points, or all of them when there are fewer.
 DEFAULT_N_TRAIN = 1000
@@ -59,6 +63,10 @@ class SubsampleConfig:
     augment: str = "translate"
     featurizer: str = "pixels"
     featurizer_params: dict[str, Any] = field(default_factory=dict)
+    #: False: the featurizer is trained once on the clean points and frozen, and every
+    #: fit refits only the logistic regression. True: the reference's MNIST protocol,
+    #: a fresh featurizer trained on every fit's rows (:mod:`leanaug.experiments.refit`).
+    featurizer_refit: bool = False
     C: float = 1.0
     scores: list[str] = field(default_factory=lambda: ["influence", "loss", "random"])
     policies: list[str] = field(default_factory=lambda: ["random", "proportional", "topk"])
@@ -136,6 +144,10 @@ class SubsampleConfig:
         for spec in self.policies:
             instantiate("policy", POLICIES, spec)
         FEATURIZERS.check_params(self.featurizer, self.featurizer_params)
+        if self.featurizer_refit:
+            from leanaug.experiments.refit import check_refit_featurizer
+
+            check_refit_featurizer(self.featurizer, self.featurizer_params)
         for kind, specs in (("scores", self.scores), ("policies", self.policies)):
             dup = {s for s in specs if specs.count(s) > 1}
             if dup:
@@ -380,6 +392,10 @@ def _normalize(values: dict[str, Any]) -> dict[str, Any]:
     for key in ("data_dir", "out", "executor", "ray_address"):
         if out.get(key) is not None:
             out[key] = str(out[key])
+    if not isinstance(out.get("featurizer_refit"), bool):
+        raise LeanaugError(
+            f"featurizer_refit must be true or false, got {out.get('featurizer_refit')!r}"
+        )
     return out
 
 

@@ -5,7 +5,8 @@
   t-interval band, and the no-augmentation (dashed red) and full-augmentation (dashed
   green) baselines. By default the accuracy on the augmented test set (the test images
   plus all their deterministic copies, what Kuchnik & Smith plot); ``clean=True`` plots
-  the clean test set instead (``accuracy_clean.*``).
+  the clean test set instead (``accuracy_clean.*``). A run of the ``featurizer-refit``
+  protocol (``baselines.json``) says so in the title.
 * ``auc.csv`` / ``auc.md``: area under each (score, policy) curve, trapezoid rule over
   the budgets divided by the budget range (so it is a mean accuracy), mean +- std over
   trials, on the augmented test set; ``clean=True`` writes ``auc-clean.csv`` /
@@ -30,6 +31,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from leanaug.errors import LeanaugError
+from leanaug.experiments.refit import PROTOCOL_REFIT
 from leanaug.results import read_json, read_parquet, reading, write_text, write_with
 
 METRICS = {
@@ -203,10 +205,12 @@ def plot_accuracy(
         fontsize=9,
         frameon=False,
     )
+    refit = baselines.get("protocol") == PROTOCOL_REFIT
     fig.suptitle(
         title
         or f"Augmentation subsampling: {METRICS[metric]}\n"
-        "mean over trials; band: 95% t-interval (none for deterministic pairs, run once)",
+        "mean over trials; band: 95% t-interval (none for deterministic pairs, run once)"
+        + ("\nfeaturizer retrained for every fit" if refit else ""),
         fontsize=10,
     )
     stem = "accuracy_clean" if clean else "accuracy"

@@ -3,17 +3,24 @@
 :func:`run_experiment` does, for one :class:`~leanaug.experiments.config.SubsampleConfig`:
 
 1. load the data set and the augmentation preset; featurize the clean training and
-   test images and all their deterministic copies with one frozen featurizer
-   (``features.npz``, reused by re-runs and plots);
+   test images and all their deterministic copies with one featurizer trained on the
+   clean training points (``features.npz``, reused by re-runs and plots);
 2. fit :class:`~leanaug.classifier.LogisticClassifier` on the clean training points:
    the **no-augmentation** baseline; fit it on every point plus all copies: the
-   **full-augmentation** baseline (``baselines.json``);
-3. score every training point with each score (``scores.parquet``);
-4. for each unit (score, policy, trial): draw the policy's selections for all budgets,
-   build each augmented training set with
-   :func:`~leanaug.policies.augmented_training_set`, refit, and measure accuracy on
-   the clean test set and on the augmented test set (test images plus all their copies,
-   the number the paper plots); one row per budget in ``results.parquet``.
+   **full-augmentation** baseline (``baselines.json``, with the ``protocol``);
+3. score every training point with each score (``scores.parquet``), from the
+   no-augmentation fit on the features of step 1;
+4. for each unit (score, policy, trial): draw the policy's selections for all budgets
+   (the policies see the features of step 1), fit each augmented training set
+   (:func:`~leanaug.policies.augmented_training_set`'s rows and weights), and measure
+   accuracy on the clean test set and on the augmented test set (test images plus all
+   their copies, the number the paper plots); one row per budget in ``results.parquet``.
+
+How a fit is done is the *protocol* (:mod:`leanaug.experiments.refit`): by default the
+featurizer of step 1 stays frozen and only the logistic regression is refit
+(:class:`FrozenFitter`); with ``featurizer_refit`` (``--featurizer-refit``) every fit,
+baselines included, trains a fresh featurizer on its own rows, the reference's MNIST
+protocol (:class:`~leanaug.experiments.refit.RefitFitter`).
 
 Accuracies are always on the test split; the augmented test set is what
 ``accuracy_augmented_test`` means everywhere in this package.
@@ -53,11 +60,20 @@ from leanaug.classifier import LogisticClassifier
 from leanaug.errors import LeanaugError
 from leanaug.executors import Executor, make_executor
 from leanaug.experiments.config import (
+    ADDED_FIELDS,
     EXECUTION_FIELDS,
     SubsampleConfig,
     fit_to_data,
     instantiate,
     parse_spec,
+)
+from leanaug.experiments.refit import (
+    PROTOCOL_FROZEN,
+    FitScore,
+    Fitter,
+    RefitFitter,
+    RefitImages,
+    featurize_copies,
 )
 from leanaug.progress import Progress, note
 from leanaug.results import (
@@ -160,28 +176,20 @@ def _features_key(config: SubsampleConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def make_featurizer(config: SubsampleConfig) -> Any:
-    """The configured featurizer; ``seed``, ``device`` and ``data_dir`` default to the run's."""
+def make_featurizer(config: SubsampleConfig, **overrides: Any) -> Any:
+    """The configured featurizer; ``seed``, ``device`` and ``data_dir`` default to the run's;
+    ``overrides`` replace parameters (the refit protocol's ``cache=False``)."""
     from leanaug.features import FEATURIZERS
 
     context = {"seed": config.seed, "device": config.device, "data_dir": config.data_dir}
-    return FEATURIZERS.create(config.featurizer, config.featurizer_params, context=context)
+    params = {**config.featurizer_params, **overrides}
+    return FEATURIZERS.create(config.featurizer, params, context=context)
 
 
 def _featurize_copies(
-    featurizer: Any, aug: Any, images: np.ndarray, bar: Progress, task: Any, chunk: int = 512
+    featurizer: Any, aug: Any, images: np.ndarray, bar: Progress, task: Any
 ) -> np.ndarray:
-    from leanaug.augment import to_float
-
-    out = []
-    for start in range(0, images.shape[0], chunk):
-        block = to_float(images[start : start + chunk])
-        copies = aug.copies(block)  # (b, K, C, H, W)
-        b, k = copies.shape[:2]
-        feats = featurizer.transform(copies.reshape(b * k, *copies.shape[2:]))
-        out.append(feats.reshape(b, k, -1))
-        bar.advance(task, b)
-    return np.concatenate(out) if out else np.zeros((0, aug.n_copies, 0), dtype=np.float32)
+    return featurize_copies(featurizer, aug, images, advance=lambda b: bar.advance(task, b))
 
 
 def compute_features(
@@ -304,22 +312,72 @@ def _fit_selection(problem: Any, selection: Any, C: float) -> tuple[LogisticClas
     return LogisticClassifier(C=C).fit(X, y, sample_weight=w), X.shape[0]
 
 
-def compute_baselines(fs: FeatureSet, C: float) -> tuple[dict[str, Any], LogisticClassifier]:
-    """No augmentation and full augmentation: accuracies on the clean and augmented test sets."""
+class FrozenFitter:
+    """The ``frozen-featurizer`` protocol: the logistic regression refit on the features
+    of ``features.npz`` (:mod:`leanaug.experiments.refit` has the other one).
+
+    Examples
+    --------
+    >>> from leanaug.policies import Selection
+    >>> rng = np.random.default_rng(0)
+    >>> fs = FeatureSet(rng.normal(size=(6, 2)), np.array([0, 1] * 3), rng.normal(size=(6, 2, 2)),
+    ...                 rng.normal(size=(4, 2)), np.array([0, 1] * 2), rng.normal(size=(4, 2, 2)),
+    ...                 np.zeros((6, 1, 2, 2), np.uint8), np.array(["a", "b"]))
+    >>> FrozenFitter(fs, C=1.0).fit_and_score(Selection([3, 1])).n_rows  # 6 + 2 copies of 2
+    10
+    """
+
+    protocol = PROTOCOL_FROZEN
+    trains_networks = False
+
+    def __init__(self, features: FeatureSet, C: float) -> None:
+        self.features = features
+        self.C = float(C)
+        self._problem: Any = None
+        self._test_aug: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers rebuild the float64 problem and the augmented test set from the
+        # features they are sent anyway, rather than receive copies of them.
+        return {**self.__dict__, "_problem": None, "_test_aug": None}
+
+    def fit_and_score(self, selection: Any) -> FitScore:
+        """Refit on the selection's feature rows (:func:`augmented_training_set`) and score."""
+        fs = self.features
+        if self._problem is None:
+            self._problem = _problem(fs, np.zeros(fs.train.shape[0]), self.C)
+            self._test_aug = fs.test_augmented
+        clf, n_rows = _fit_selection(self._problem, selection, self.C)
+        acc, acc_aug = _accuracies(clf, fs, self._test_aug)
+        return FitScore(acc, acc_aug, n_rows, clf)
+
+
+def make_fitter(config: SubsampleConfig, fs: FeatureSet) -> Fitter:
+    """The fitter of ``config``'s protocol: :class:`FrozenFitter`, or with
+    ``featurizer_refit`` a :class:`~leanaug.experiments.refit.RefitFitter` whose every
+    featurizer is the configured one, uncached, with the run's seed."""
+    if not config.featurizer_refit:
+        return FrozenFitter(fs, config.C)
+    images = RefitImages.load(config, fs.train_images, fs.train_labels)
+    factory = partial(make_featurizer, config, cache=False, progress=False)
+    return RefitFitter(images, factory, config.C)
+
+
+def compute_baselines(
+    fs: FeatureSet, C: float, fitter: Fitter | None = None
+) -> tuple[dict[str, Any], LogisticClassifier | None]:
+    """No augmentation and full augmentation: accuracies on the clean and augmented test
+    sets, fitted by ``fitter`` (default: :class:`FrozenFitter`). Also returns the
+    no-augmentation logistic regression on the frozen features, the one the scores come
+    from, when the fitter's is that one (frozen protocol), else None."""
     from leanaug.policies import Selection
 
-    test_aug = fs.test_augmented
-    clean = LogisticClassifier(C=C).fit(fs.train, fs.train_labels)
-    problem = _problem(fs, np.zeros(fs.train.shape[0]), C)
-    full, rows = _fit_selection(problem, Selection(np.arange(problem.n)), C)
-    out = {}
-    for name, clf, n_rows in (
-        ("no_augmentation", clean, fs.train.shape[0]),
-        ("full_augmentation", full, rows),
-    ):
-        acc, acc_aug = _accuracies(clf, fs, test_aug)
-        out[name] = {"accuracy": acc, "accuracy_augmented_test": acc_aug, "n_train_rows": n_rows}
-    return out, clean
+    fitter = FrozenFitter(fs, C) if fitter is None else fitter
+    n = fs.train.shape[0]
+    clean = fitter.fit_and_score(Selection(np.arange(0)))
+    full = fitter.fit_and_score(Selection(np.arange(n)))
+    out = {"no_augmentation": clean.as_baseline(), "full_augmentation": full.as_baseline()}
+    return out, clean.classifier if fitter.protocol == PROTOCOL_FROZEN else None
 
 
 def compute_scores(
@@ -354,6 +412,7 @@ class _Shared:
     budgets: list[int]
     C: float
     seed: int
+    fitter: Fitter
 
 
 def run_unit(shared: _Shared, unit: Unit) -> list[dict[str, Any]]:
@@ -378,7 +437,6 @@ def _run_unit(shared: _Shared, unit: Unit) -> list[dict[str, Any]]:
         scores = shared.scores[unit.score]
     rescore = score_function(score, numpy_rng(seed, "rescore"))
     problem = _problem(fs, scores, shared.C, rescore, signed=bool(getattr(score, "signed", False)))
-    test_aug = fs.test_augmented
     t0 = time.perf_counter()
     selections = policy.select(problem, shared.budgets, rng=np.random.default_rng(seed))
     select_share = (time.perf_counter() - t0) / len(shared.budgets)
@@ -386,18 +444,17 @@ def _run_unit(shared: _Shared, unit: Unit) -> list[dict[str, Any]]:
     for budget in shared.budgets:
         t1 = time.perf_counter()
         selection = selections[budget]
-        clf, n_rows = _fit_selection(problem, selection, shared.C)
-        acc, acc_aug = _accuracies(clf, fs, test_aug)
+        fit = shared.fitter.fit_and_score(selection)
         rows.append(
             {
                 "score": unit.score,
                 "policy": unit.policy,
                 "budget": int(budget),
                 "trial": int(unit.trial),
-                "accuracy": acc,
-                "accuracy_augmented_test": acc_aug,
+                "accuracy": fit.accuracy,
+                "accuracy_augmented_test": fit.accuracy_augmented_test,
                 "n_augmented": len(selection),
-                "n_train_rows": int(n_rows),
+                "n_train_rows": int(fit.n_rows),
                 "seconds": time.perf_counter() - t1 + select_share,
                 "seed": seed,
             }
@@ -463,7 +520,7 @@ def prepare_out_dir(config: SubsampleConfig, overwrite: bool = False) -> Path:
         clear_outputs(out)
     elif cfg_path.is_file():
         try:
-            old = yaml.safe_load(cfg_path.read_text()) or {}
+            old = {**ADDED_FIELDS, **(yaml.safe_load(cfg_path.read_text()) or {})}
         except yaml.YAMLError:
             old = {"unreadable": True}
         old_identity = {k: v for k, v in old.items() if k not in EXECUTION_FIELDS}
@@ -497,9 +554,12 @@ def _order_results(frame: pd.DataFrame, config: SubsampleConfig) -> pd.DataFrame
 @dataclass
 class RunSummary:
     """What :func:`run_experiment` did. ``refits`` counts the classifier fits of this call
-    for the baselines and one per result row (unit x budget); the ``update`` policy's
-    re-scoring fits inside a unit are not counted (``benchmarks/bench_ray_sweep.py``
-    counts them)."""
+    for the baselines and one per result row (unit x budget), plus the scores'
+    no-augmentation fit where it was not a baseline's; the ``update`` policy's re-scoring
+    fits inside a unit are not counted (``benchmarks/bench_ray_sweep.py`` counts them).
+    ``protocol``: how each fit was done (:data:`~leanaug.experiments.refit.PROTOCOL_TEXT`);
+    ``featurizer_trainings``: the featurizers the ``featurizer-refit`` protocol trained
+    (one per baseline and result row; 0 when frozen)."""
 
     out: Path
     config: SubsampleConfig
@@ -513,6 +573,8 @@ class RunSummary:
     features_computed: bool
     seconds: float
     files: list[Path] = field(default_factory=list)
+    protocol: str = PROTOCOL_FROZEN
+    featurizer_trainings: int = 0
 
 
 def run_experiment(
@@ -551,6 +613,123 @@ def run_experiment(
         return _run_fitted_part(config, out, fs, fresh, progress, plots, start, executor)
 
 
+class _Fits:
+    """The run's fitter and the scores' no-augmentation classifier, each made when first
+    needed (a finished run makes neither), and how many fits this call did."""
+
+    def __init__(self, config: SubsampleConfig, fs: FeatureSet) -> None:
+        self.config, self.fs = config, fs
+        self.refits = 0
+        self.trainings = 0
+        self._fitter: Fitter | None = None
+        self._base: LogisticClassifier | None = None
+
+    def fitter(self) -> Fitter:
+        if self._fitter is None:
+            self._fitter = make_fitter(self.config, self.fs)
+        return self._fitter
+
+    def base(self) -> LogisticClassifier:
+        if self._base is None:
+            self._base = LogisticClassifier(C=self.config.C).fit(
+                self.fs.train, self.fs.train_labels
+            )
+            self.refits += 1
+        return self._base
+
+    def count(self, fits: int, base: LogisticClassifier | None = None) -> None:
+        """``fits`` fits by the fitter; ``base``: one of them was the scores' classifier."""
+        self.refits += fits
+        self.trainings += fits if self.config.featurizer_refit else 0
+        if base is not None:
+            self._base = base
+
+
+def _load_or_compute_baselines(
+    config: SubsampleConfig, out: Path, fs: FeatureSet, fresh: bool, fits: _Fits
+) -> dict[str, Any]:
+    path = out / "baselines.json"
+    if path.is_file() and not fresh:
+        baselines = read_json(path, RESUME_HINT)
+        # Folders written before the protocol was recorded are all frozen-featurizer runs.
+        baselines.setdefault("protocol", PROTOCOL_FROZEN)
+        return baselines
+    computed, clean = compute_baselines(fs, config.C, fits.fitter())
+    fits.count(2, base=clean)
+    baselines = {"protocol": fits.fitter().protocol, **computed}
+    write_json(path, baselines)
+    return baselines
+
+
+def _load_or_compute_scores(
+    config: SubsampleConfig, out: Path, fs: FeatureSet, fresh: bool, fits: _Fits
+) -> pd.DataFrame:
+    path = out / "scores.parquet"
+    frame = read_parquet(path, RESUME_HINT) if path.is_file() and not fresh else None
+    if frame is None or any(s not in frame.columns for s in config.scores):
+        scores = compute_scores(fs, fits.base(), config.scores, config.seed)
+        n = fs.train.shape[0]
+        frame = pd.DataFrame({"index": np.arange(n), "label": fs.train_labels, **scores})
+        write_parquet(path, frame)
+    return frame
+
+
+def _finished_units(
+    config: SubsampleConfig, out: Path, fresh: bool, units: list[Unit]
+) -> tuple[pd.DataFrame, set[Unit]]:
+    """The rows of ``results.parquet`` that belong to complete planned units, and those units."""
+    path = out / "results.parquet"
+    if not path.is_file() or fresh:
+        return pd.DataFrame(columns=RESULT_COLUMNS), set()
+    old = read_parquet(path, RESUME_HINT).drop_duplicates(["score", "policy", "trial", "budget"])
+    if not len(old):
+        return pd.DataFrame(columns=RESULT_COLUMNS), set()
+    counts = old.groupby(["score", "policy", "trial"])["budget"].nunique()
+    complete = {Unit(s, p, int(t)) for (s, p, t), c in counts.items() if c == len(config.budgets)}
+    done = complete & set(units)
+    keep = [
+        Unit(s, p, int(t)) in done
+        for s, p, t in zip(old["score"], old["policy"], old["trial"], strict=True)
+    ]
+    return old[np.asarray(keep, dtype=bool)], done
+
+
+def _run_units(
+    config: SubsampleConfig,
+    out: Path,
+    shared: _Shared,
+    todo: list[Unit],
+    results: pd.DataFrame,
+    fits: _Fits,
+    advance: Any,
+    executor: Executor | None,
+) -> pd.DataFrame:
+    """Run ``todo``, rewriting ``results.parquet`` after every unit; the merged results."""
+    frames = [results] if len(results) else []
+    owned = executor is None
+    ex = (
+        make_executor(config.executor, n_jobs=config.n_jobs, address=config.ray_address)
+        if owned
+        else executor
+    )
+    try:
+        for rows in ex.map(run_unit, todo, shared=shared, use_gpu=shared.fitter.trains_networks):
+            frames.append(pd.DataFrame(rows, columns=RESULT_COLUMNS))
+            fits.count(len(rows))
+            # Rows are keyed by unit identity: a unit delivered twice (a retried
+            # task) replaces its rows instead of duplicating them.
+            merged = pd.concat(frames, ignore_index=True).drop_duplicates(
+                ["score", "policy", "trial", "budget"], keep="last"
+            )
+            results = _order_results(merged, config)
+            write_parquet(out / "results.parquet", results)
+            advance()
+    finally:
+        if owned:
+            ex.close()
+    return results
+
+
 def _run_fitted_part(
     config: SubsampleConfig,
     out: Path,
@@ -561,91 +740,31 @@ def _run_fitted_part(
     start: float,
     executor: Executor | None = None,
 ) -> RunSummary:
-    n = fs.train.shape[0]
-    refits = 0
-    base_clf: LogisticClassifier | None = None
-
-    def base() -> LogisticClassifier:
-        nonlocal base_clf, refits
-        if base_clf is None:
-            base_clf = LogisticClassifier(C=config.C).fit(fs.train, fs.train_labels)
-            refits += 1
-        return base_clf
-
-    baselines_path = out / "baselines.json"
-    if baselines_path.is_file() and not fresh:
-        baselines = read_json(baselines_path, RESUME_HINT)
-    else:
-        baselines, base_clf = compute_baselines(fs, config.C)
-        refits += 2
-        write_json(baselines_path, baselines)
-
-    scores_path = out / "scores.parquet"
-    score_frame = (
-        read_parquet(scores_path, RESUME_HINT) if scores_path.is_file() and not fresh else None
-    )
-    if score_frame is None or any(s not in score_frame.columns for s in config.scores):
-        scores = compute_scores(fs, base(), config.scores, config.seed)
-        score_frame = pd.DataFrame({"index": np.arange(n), "label": fs.train_labels, **scores})
-        write_parquet(scores_path, score_frame)
+    fits = _Fits(config, fs)
+    baselines = _load_or_compute_baselines(config, out, fs, fresh, fits)
+    score_frame = _load_or_compute_scores(config, out, fs, fresh, fits)
     scores = {s: score_frame[s].to_numpy(dtype=np.float64) for s in config.scores}
-
     units = plan_units(config)
-    results_path = out / "results.parquet"
-    results = pd.DataFrame(columns=RESULT_COLUMNS)
-    done: set[Unit] = set()
-    if results_path.is_file() and not fresh:
-        old = read_parquet(results_path, RESUME_HINT).drop_duplicates(
-            ["score", "policy", "trial", "budget"]
-        )
-        if len(old):
-            counts = old.groupby(["score", "policy", "trial"])["budget"].nunique()
-            complete = {
-                Unit(s, p, int(t)) for (s, p, t), c in counts.items() if c == len(config.budgets)
-            }
-            done = complete & set(units)
-            keep = [
-                Unit(s, p, int(t)) in done
-                for s, p, t in zip(old["score"], old["policy"], old["trial"], strict=True)
-            ]
-            results = old[np.asarray(keep, dtype=bool)]
+    results, done = _finished_units(config, out, fresh, units)
     todo = [u for u in units if u not in done]
     if done:
         note(f"{out}: resuming, {len(done)} of {len(units)} units already done", enabled=progress)
-
     with _progress(progress) as bar:
         task = bar.add_task(
             "subsampling units (score, policy, trial)", total=len(units), completed=len(done)
         )
         if todo:
-            shared = _Shared(fs, scores, base(), list(config.budgets), config.C, config.seed)
-            frames = [results] if len(results) else []
-            owned = executor is None
-            ex = (
-                make_executor(config.executor, n_jobs=config.n_jobs, address=config.ray_address)
-                if owned
-                else executor
+            shared = _Shared(
+                fs, scores, fits.base(), list(config.budgets), config.C, config.seed, fits.fitter()
             )
-            try:
-                for rows in ex.map(run_unit, todo, shared=shared):
-                    frames.append(pd.DataFrame(rows, columns=RESULT_COLUMNS))
-                    refits += len(rows)
-                    # Rows are keyed by unit identity: a unit delivered twice (a retried
-                    # task) replaces its rows instead of duplicating them.
-                    merged = pd.concat(frames, ignore_index=True).drop_duplicates(
-                        ["score", "policy", "trial", "budget"], keep="last"
-                    )
-                    results = _order_results(merged, config)
-                    write_parquet(results_path, results)
-                    bar.advance(task)
-            finally:
-                if owned:
-                    ex.close()
+            results = _run_units(
+                config, out, shared, todo, results, fits, lambda: bar.advance(task), executor
+            )
+    results_path = out / "results.parquet"
     if len(results):
         results = _order_results(results, config)
     if not todo and not results_path.is_file():
         write_parquet(results_path, results)
-
     summary = RunSummary(
         out=out,
         config=config,
@@ -655,9 +774,11 @@ def _run_fitted_part(
         units_total=len(units),
         units_run=len(todo),
         units_skipped=len(done),
-        refits=refits,
+        refits=fits.refits,
         features_computed=fresh,
         seconds=time.perf_counter() - start,
+        protocol=str(baselines["protocol"]),
+        featurizer_trainings=fits.trainings,
     )
     if plots and len(results):
         from leanaug.experiments.plots import make_plots

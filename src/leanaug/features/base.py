@@ -1,7 +1,8 @@
 """The featurizer interface and registry.
 
 A featurizer maps images to fixed-length vectors, scikit-learn style:
-``fit(images_uint8, labels) -> self`` then ``transform(images) -> (N, d) float32``.
+``fit(images, labels) -> self`` then ``transform(images) -> (N, d) float32``. ``fit``
+takes uint8 images or float images in [0, 1] (:func:`check_fit_inputs`).
 ``transform`` takes uint8 images (``N x C x H x W``, 0..255) or float images in [0, 1]
 (numpy or torch), so the deterministic augmented copies made by
 ``leanaug.augment`` (floats) go through the same frozen featurizer as the clean images.
@@ -75,8 +76,33 @@ class Featurizer:
 
 
 def check_fit_inputs(images: np.ndarray, labels: np.ndarray) -> None:
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
-        raise LeanaugError("featurizer.fit expects uint8 images N x C x H x W")
+    """Training images ``N x C x H x W``, uint8 (0..255) or float in [0, 1] (the
+    augmented copies of :mod:`leanaug.augment` are floats), and one label per image;
+    else :class:`LeanaugError`.
+
+    Examples
+    --------
+    >>> check_fit_inputs(np.zeros((2, 1, 4, 4), np.float32), np.array([0, 1]))
+    >>> check_fit_inputs(np.full((2, 1, 4, 4), 2.0), np.array([0, 1]))
+    Traceback (most recent call last):
+    ...
+    leanaug.errors.LeanaugError: featurizer.fit: float images must lie in [0, 1], got values from 2 to 2
+    """
+    float_images = isinstance(images, np.ndarray) and np.issubdtype(images.dtype, np.floating)
+    if not isinstance(images, np.ndarray) or images.ndim != 4:
+        raise LeanaugError(
+            "featurizer.fit expects images N x C x H x W (uint8, or float in [0, 1])"
+        )
+    if images.dtype != np.uint8 and not float_images:
+        raise LeanaugError(
+            f"featurizer.fit expects uint8 images or float images in [0, 1], got {images.dtype}"
+        )
+    if float_images and images.size:
+        low, high = float(images.min()), float(images.max())
+        if not (np.isfinite(low) and np.isfinite(high) and low >= 0.0 and high <= 1.0):
+            raise LeanaugError(
+                f"featurizer.fit: float images must lie in [0, 1], got values from {low:g} to {high:g}"
+            )
     labels = np.asarray(labels)
     if labels.shape != (images.shape[0],):
         raise LeanaugError(

@@ -6,6 +6,11 @@ classes, as in Kuchnik & Smith), then frozen. The trained weights are cached und
 ``leanaug.paths.cache_root()/featurizers/<name>-<key>.safetensors`` where ``key`` hashes
 the training images and labels, the featurizer's configuration and its seed, so a second
 ``fit`` with the same inputs loads the file instead of retraining.
+
+``fit`` also takes float images in [0, 1] (augmented copies) and per-row sample weights,
+which weight the training cross-entropy; ``leanaug subsample run --featurizer-refit``
+trains a fresh net this way on every fit's rows (originals plus the selected points'
+copies, with the selection's weights), as the reference does with its MNIST CNN.
 """
 
 from __future__ import annotations
@@ -54,10 +59,14 @@ SCHEDULES = ("constant", "onecycle")
 PRECISIONS = ("float32", "bfloat16")
 
 
-def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
-    """A content hash of a training set (shape, dtype and bytes of images and labels)."""
+def data_fingerprint(
+    images: np.ndarray, labels: np.ndarray, sample_weight: np.ndarray | None = None
+) -> str:
+    """A content hash of a training set (shape, dtype and bytes of images and labels, and
+    of the sample weights when given: without them the hash is what it always was)."""
     h = hashlib.blake2b(digest_size=16)
-    for arr in (images, labels):
+    arrays = (images, labels) if sample_weight is None else (images, labels, sample_weight)
+    for arr in arrays:
         arr = np.ascontiguousarray(arr)
         h.update(f"{arr.dtype.str}{arr.shape}".encode())
         h.update(memoryview(arr).cast("B"))
@@ -67,6 +76,55 @@ def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
 def _scaled(x: torch.Tensor) -> torch.Tensor:
     """uint8 images -> float in [0, 1]; float images (already in [0, 1]) as they are."""
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+def check_sample_weight(sample_weight: Any, n: int) -> np.ndarray | None:
+    """``sample_weight`` as float64 ``(n,)``, finite, >= 0 with a positive sum; ``None``
+    when not given **or when every weight is the same**: a weighted mean with equal
+    weights is the plain mean, so constant weights take exactly the unweighted path (the
+    same net bit for bit, the same cache key).
+
+    Examples
+    --------
+    >>> check_sample_weight(np.ones(3), 3) is None
+    True
+    >>> check_sample_weight([1, 0.5, 0.5], 3).tolist()
+    [1.0, 0.5, 0.5]
+    """
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (n,):
+        raise LeanaugError(f"featurizer.fit: sample_weight must have shape ({n},), got {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
+        raise LeanaugError("featurizer.fit: sample_weight must be finite, >= 0 and not all 0")
+    return None if np.all(w == w[0]) else w
+
+
+def batch_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """The training loss of one minibatch: the mean cross-entropy, or with ``weights`` the
+    weighted mean ``sum_i w_i ce_i / sum_i w_i`` (a batch whose weights are all 0 gives 0,
+    no gradient).
+
+    Examples
+    --------
+    A row of weight 2 counts as that row twice:
+
+    >>> logits, labels = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])
+    >>> twice = batch_loss(logits[[0, 0, 1]], labels[[0, 0, 1]])
+    >>> weighted = batch_loss(logits, labels, torch.tensor([2.0, 1.0]))
+    >>> bool(torch.allclose(twice, weighted))
+    True
+    """
+    if weights is None:
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    ce = F.cross_entropy(logits, labels, reduction="none", label_smoothing=label_smoothing)
+    return (ce * weights).sum() / weights.sum().clamp_min(torch.finfo(weights.dtype).tiny)
 
 
 # Progress bars go to stderr (stdout carries results) and only to a terminal.
@@ -208,23 +266,66 @@ class TrainedNetFeaturizer(Featurizer):
             if k not in _NOT_IN_KEY and not (k in _KEY_DEFAULTS and v == _KEY_DEFAULTS[k])
         }
 
-    def cache_key(self, train_images: np.ndarray, train_labels: np.ndarray) -> str:
+    def cache_key(
+        self,
+        train_images: np.ndarray,
+        train_labels: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+    ) -> str:
         config = self.key_params()
         text = json.dumps(
             {
                 "featurizer": self.name,
                 "config": config,
-                "data": data_fingerprint(train_images, train_labels),
+                "data": data_fingerprint(train_images, train_labels, sample_weight),
             },
             sort_keys=True,
         )
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
-    def fit(self, images: np.ndarray, labels: np.ndarray) -> TrainedNetFeaturizer:
-        """Train the net on clean images (or load it from the cache, or from the
-        ``weights`` file, in which case nothing is trained and the training data is not
-        loaded), then freeze it."""
+    def refit_obstacle(self) -> str | None:
+        """Why this featurizer cannot be trained on the (weighted) rows given to ``fit``,
+        e.g. for ``--featurizer-refit``; ``None`` when it can."""
+        if self.weights is not None:
+            return f"{self.name} with weights= loads a fixed net and trains nothing"
+        return None
+
+    def fit(
+        self, images: np.ndarray, labels: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> TrainedNetFeaturizer:
+        """Train the net on ``images`` (or load it from the cache, or from the ``weights``
+        file, in which case nothing is trained and the training data is not loaded), then
+        freeze it.
+
+        Parameters
+        ----------
+        images : ndarray
+            ``N x C x H x W``, uint8 (0..255) or float in [0, 1] (e.g. augmented copies
+            next to their originals).
+        labels : ndarray
+            ``(N,)`` integer class indices.
+        sample_weight : ndarray, optional
+            ``(N,)`` weights >= 0 of the training cross-entropy: each minibatch's loss is
+            the weighted mean ``sum w_i ce_i / sum w_i`` (:func:`batch_loss`). ``None`` or
+            equal weights: the plain mean, the unweighted net bit for bit. The input
+            normalisation statistics are the unweighted per-channel mean and standard
+            deviation of ``images``. Not allowed when :meth:`refit_obstacle` says the net
+            is not trained on ``images``.
+
+        Returns
+        -------
+        TrainedNetFeaturizer
+            ``self``, fitted and frozen.
+        """
         check_fit_inputs(images, labels)
+        weights = check_sample_weight(sample_weight, images.shape[0])
+        if sample_weight is not None and self.refit_obstacle() is not None:
+            raise LeanaugError(
+                f"featurizer.fit: sample_weight is for a net trained on the given images, but "
+                f"{self.refit_obstacle()}"
+            )
+        if images.dtype != np.uint8:
+            images = images.astype(np.float32, copy=False)  # what training scales them to
         self.device_ = resolve_device(self.device)
         if self.weights is not None:
             self.image_shape_ = tuple(int(s) for s in images.shape[1:])
@@ -240,13 +341,13 @@ class TrainedNetFeaturizer(Featurizer):
             )
         self.image_shape_ = tuple(int(s) for s in train_images.shape[1:])
         num_classes = int(train_labels.max()) + 1
-        key = self.cache_key(train_images, train_labels)
+        key = self.cache_key(train_images, train_labels, weights)
         self.cache_path_ = cache_root() / "featurizers" / f"{self.name}-{key}.safetensors"
         if self.cache and self.cache_path_.is_file():
             self.net_ = self._load(self.cache_path_)
             self.loaded_from_cache_ = True
         else:
-            self.net_ = self._train(train_images, train_labels, num_classes)
+            self.net_ = self._train(train_images, train_labels, num_classes, weights)
             self.loaded_from_cache_ = False
             if self.cache:
                 self._save(self.cache_path_, num_classes)
@@ -294,7 +395,13 @@ class TrainedNetFeaturizer(Featurizer):
 
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
-    def _train(self, images: np.ndarray, labels: np.ndarray, num_classes: int) -> nn.Module:
+    def _train(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        num_classes: int,
+        sample_weight: np.ndarray | None = None,
+    ) -> nn.Module:
         device = self.device_
         fork_devices = [device] if device.type == "cuda" else []
         autocast = self.precision == "bfloat16" and device.type == "cuda"
@@ -307,6 +414,11 @@ class TrainedNetFeaturizer(Featurizer):
                 net = net.to(memory_format=torch.channels_last)  # faster cuDNN convolutions
             x_all = torch.from_numpy(np.ascontiguousarray(images)).to(device)
             y_all = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+            w_all = (
+                None
+                if sample_weight is None
+                else torch.from_numpy(sample_weight.astype(np.float32)).to(device)
+            )
             with torch.no_grad():
                 xf = _scaled(x_all)
                 net.normalize.set_stats(xf.mean(dim=(0, 2, 3)), xf.std(dim=(0, 2, 3)))
@@ -336,9 +448,8 @@ class TrainedNetFeaturizer(Featurizer):
                         yb = y_all[idx]
                         with torch.autocast(device.type, torch.bfloat16, enabled=autocast):
                             logits = net(xb)
-                        loss = F.cross_entropy(
-                            logits.float(), yb, label_smoothing=self.label_smoothing
-                        )
+                        wb = None if w_all is None else w_all[idx]
+                        loss = batch_loss(logits.float(), yb, wb, self.label_smoothing)
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()
@@ -531,6 +642,14 @@ class ResNetFeaturizer(TrainedNetFeaturizer):
 
     def architecture(self) -> dict[str, Any]:
         return {"depth": self.depth, "width": self.width}
+
+    def refit_obstacle(self) -> str | None:
+        if self.pretrain_dataset:
+            return (
+                f"resnet with pretrain_dataset={self.pretrain_dataset} trains on that data set, "
+                "not on the images given to fit"
+            )
+        return super().refit_obstacle()
 
     def _build(self, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         return PreActResNet(image_shape, num_classes, depth=self.depth, width=self.width)
