@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ def measure(folder: Path, repeats: int) -> dict[str, float | str | int]:
     _, fs = read_features(folder / "features.npz")
     influence = SCORES.get("influence")()
     double = SCORES.get("influence")(solve_precision="float64")
-    problem = _problem(fs, np.zeros(fs.train.shape[0]), C)
+    problem = _problem(fs, np.zeros(fs.train.shape[0]), partial(LogisticClassifier, C=C))
 
     def score_all() -> LogisticClassifier:
         clf = LogisticClassifier(C=C).fit(fs.train, fs.train_labels)
@@ -67,9 +68,7 @@ def measure(folder: Path, repeats: int) -> dict[str, float | str | int]:
         t_score, clf = timed(score_all)
         t_infl, _ = timed(influence.score, clf, fs.train, fs.train_labels)
         t_infl64, _ = timed(double.score, clf, fs.train, fs.train_labels)
-        t_full, (_, rows) = timed(
-            lambda: _fit_selection(problem, Selection(np.arange(problem.n)), C)
-        )
+        t_full, (_, rows) = timed(lambda: _fit_selection(problem, Selection(np.arange(problem.n))))
         rounds.append(dict(score=t_score, infl=t_infl, infl64=t_infl64, full=t_full))
     rounds = rounds[1:]
     ratios = [r["score"] / r["full"] for r in rounds]
@@ -79,7 +78,7 @@ def measure(folder: Path, repeats: int) -> dict[str, float | str | int]:
 
     # details: where the time goes, and what the float32 solve changes
     clf = LogisticClassifier(C=C).fit(fs.train, fs.train_labels)
-    full, _ = _fit_selection(problem, Selection(np.arange(problem.n)), C)
+    full, _ = _fit_selection(problem, Selection(np.arange(problem.n)))
     cur = logistic_curvature(clf, fs.train, fs.train_labels)
     solve = {}
     for precision in ("float32", "float64"):

@@ -126,14 +126,15 @@ def test_bad_input():
 
 
 # -- the torch solver and warm starts -------------------------------------------------------
+@pytest.mark.parametrize("solver", ["torch", "newton"])
 @pytest.mark.parametrize("k", [2, 4])
-def test_torch_solver_equals_scikit_learn(k):
+def test_torch_solvers_equal_scikit_learn(k, solver):
     rng = np.random.default_rng(30 + k)
     X = rng.normal(size=(400, 6))
     y = np.argmax(X[:, :k] + rng.normal(size=(400, k)), axis=1)
     w = rng.uniform(0.2, 2.0, size=400)
     ref = LogisticClassifier(C=2.0, tol=1e-10).fit(X, y, sample_weight=w)
-    fast = LogisticClassifier(C=2.0, tol=1e-10, solver="torch", device="cpu").fit(
+    fast = LogisticClassifier(C=2.0, tol=1e-10, solver=solver, device="cpu").fit(
         X, y, sample_weight=w
     )
     assert fast.coef_.shape == ref.coef_.shape == ((1 if k == 2 else k), 6)
@@ -143,7 +144,7 @@ def test_torch_solver_equals_scikit_learn(k):
     np.testing.assert_allclose(fast.predict_log_proba(X), ref.predict_log_proba(X), atol=1e-6)
 
 
-@pytest.mark.parametrize("solver", ["lbfgs", "torch"])
+@pytest.mark.parametrize("solver", ["lbfgs", "torch", "newton"])
 def test_warm_start_reaches_the_same_optimum(solver):
     rng = np.random.default_rng(40)
     X = rng.normal(size=(600, 5))
@@ -163,5 +164,29 @@ def test_warm_start_reaches_the_same_optimum(solver):
 
 
 def test_unknown_solver_lists_the_valid_ones():
-    with pytest.raises(LeanaugError, match="lbfgs, torch"):
-        LogisticClassifier(solver="newton")
+    with pytest.raises(LeanaugError, match="lbfgs, torch, newton"):
+        LogisticClassifier(solver="irls")
+    with pytest.raises(LeanaugError, match="float32 needs solver=torch"):
+        LogisticClassifier(solver="newton", precision="float32")
+
+
+def test_newton_takes_over_the_preconditioner_and_float32_products():
+    rng = np.random.default_rng(50)
+    X = np.maximum(rng.normal(size=(800, 8)), 0)  # ReLU-like features
+    X[:, 2] = 0.0  # a dead feature: exactly zero weight
+    y = np.argmax(X[:, :4] + 0.3 * rng.normal(size=(800, 4)), axis=1)
+    ref = LogisticClassifier(tol=1e-10).fit(X, y)
+    clean = LogisticClassifier(tol=1e-10, solver="newton").fit(X[:400], y[:400])
+    assert clean.hessian_factor_.shape == (4 * 9 - 1,) * 2  # the pinned intercept left out
+    warm = LogisticClassifier(tol=1e-10, solver="newton").fit(X, y, init=clean)
+    np.testing.assert_allclose(warm.coef_, ref.coef_, atol=1e-6)
+    assert np.all(warm.coef_[:, 2] == 0.0)
+    # not pickled (large, and only a speed-up)
+    import pickle
+
+    assert not hasattr(pickle.loads(pickle.dumps(warm)), "hessian_factor_")
+    # float32 products: at the same tol, as close to the optimum as float64 products
+    f32 = LogisticClassifier(tol=1e-5, solver="torch", precision="float32").fit(X, y)
+    f64 = LogisticClassifier(tol=1e-5, solver="torch").fit(X, y)
+    err32, err64 = (np.abs(c.coef_ - ref.coef_).max() for c in (f32, f64))
+    assert err32 < 1.5 * err64 < 5e-3, (err32, err64)

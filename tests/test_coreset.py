@@ -201,7 +201,7 @@ def test_runner_fit_keeps_weights_with_their_points():
     problem = problem_with_classes((25, 15), K=2)
     sel = CoresetPolicy().select(problem, [12])[12]
     assert not np.all(np.diff(sel.indices) > 0)  # not in index order: sorting matters
-    fitted, rows = _fit_selection(problem, sel, C=1.0)
+    fitted, rows = _fit_selection(problem, sel)
     direct = LogisticClassifier(C=1.0).fit(*augmented_training_set(problem, sel))
     assert rows == 40 + 2 * 12
     np.testing.assert_allclose(fitted.coef_, direct.coef_, rtol=1e-4, atol=1e-6)

@@ -231,7 +231,7 @@ def test_training_rows_are_augmented_training_sets_rows(digits38, selection) -> 
         made.append(RecordingPixels())
         return made[-1]
 
-    fitter = RefitFitter(digits38, factory, C=1.0)
+    fitter = RefitFitter(digits38, factory)
     problem = SelectionProblem(fs.train, fs.train_labels, np.zeros(N), fs.train_copies)
     X, y, w = augmented_training_set(problem, selection.sorted())
     images, labels, weights = fitter.training_rows(selection.sorted())
@@ -244,7 +244,7 @@ def test_training_rows_are_augmented_training_sets_rows(digits38, selection) -> 
     np.testing.assert_array_equal(seen_images, images)
     np.testing.assert_array_equal(seen_labels, labels)
     np.testing.assert_array_equal(seen_weights, weights)  # the weights reach the featurizer
-    frozen = FrozenFitter(fs, C=1.0).fit_and_score(selection)
+    frozen = FrozenFitter(fs).fit_and_score(selection)
     assert refit == frozen  # accuracy, accuracy_augmented_test, n_rows
 
 
@@ -259,7 +259,7 @@ def test_weights_train_a_different_net(digits38) -> None:
         )
         return made[-1]
 
-    fitter = RefitFitter(digits38, factory, C=1.0)
+    fitter = RefitFitter(digits38, factory)
     points = np.arange(0, N, 3)
     for selection in (Selection(points), Selection(points, "downweight"), Selection(points)):
         fitter.fit_and_score(selection)

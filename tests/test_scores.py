@@ -480,10 +480,13 @@ def test_bad_input_raises():
 # -- batched self-influence (large fits) ----------------------------------------------------
 @pytest.mark.parametrize("k,intercept", [(2, True), (3, True), (3, False), (2, False)])
 def test_batched_self_influence_equals_the_dense_one(k, intercept, monkeypatch):
+    from leanaug import logistic
     from leanaug.scores import influence_batched as ib
 
     monkeypatch.setattr(ib, "CHUNK", 128)  # several chunks on a small problem
+    monkeypatch.setattr(logistic, "CHUNK", 128)
     X, y = make_data(n=500, d=12, k=k, seed=200 + k)
+    X[:, [3, 8]] = 0.0  # features that are zero everywhere are left out, exactly
     w = np.random.default_rng(5).uniform(0.5, 1.5, size=len(y))
     clf = LogisticClassifier(C=2.0, fit_intercept=intercept).fit(X, y, w)
     exact = self_influence(clf, X, y, w)
@@ -494,14 +497,15 @@ def test_batched_self_influence_equals_the_dense_one(k, intercept, monkeypatch):
     np.testing.assert_allclose(single, exact, rtol=1e-5)
     # the check's float64 reference: Hessian-vector products from the data and
     # preconditioned CG from the float32-accumulated factor reproduce the dense scores
-    pb = ib._problem(clf, X, y, w, torch.device("cpu"))
-    H = ib._hessian(pb, torch.float64)
+    f, theta = ib._problem(clf, X, y, w, torch.device("cpu"))
+    assert f.design.shape[1] == 12 - 2 + intercept
+    H = f.hessian(theta, torch.float64)
     V = torch.randn(H.shape[0], 3, dtype=torch.float64)
-    torch.testing.assert_close(ib._hessian_times(pb, V), H @ V, rtol=1e-10, atol=1e-10)
-    L = ib._cholesky(ib._hessian(pb, torch.float32))
+    torch.testing.assert_close(f.hessian_times(theta, V), H @ V, rtol=1e-10, atol=1e-10)
+    L = ib._cholesky(f.hessian(theta, torch.float32))
     points = torch.tensor([0, 7, 499])
-    np.testing.assert_allclose(ib._exact_norms(pb, L, points).numpy(), exact[[0, 7, 499]],
-                               rtol=1e-10)  # fmt: skip
+    np.testing.assert_allclose(ib._exact_norms(f, theta, L, points).numpy(),
+                               exact[[0, 7, 499]], rtol=1e-10)  # fmt: skip
 
 
 def test_batched_self_influence_redone_in_float64_when_the_check_fails(monkeypatch):

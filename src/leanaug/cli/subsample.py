@@ -168,6 +168,19 @@ def run(
     C: float = typer.Option(
         None, "--C", "-C", help="Inverse L2 strength of the logistic classifier."
     ),
+    classifier: str = typer.Option(
+        None,
+        "--classifier",
+        help="Options of the logistic classifier, key=value,...: solver=lbfgs (scikit-learn) "
+        "or torch (the same problem, objective in torch on --device: faster on 10-class "
+        "fits of tens of thousands of rows), tol=1e-7, max_iter=1000.",
+    ),
+    warm_start: bool = typer.Option(
+        None,
+        "--warm-start/--no-warm-start",
+        help="Start every augmented fit from the no-augmentation fit's parameters (the same "
+        "optimum, fewer iterations). Frozen featurizer only.",
+    ),
     scores: str = typer.Option(None, help="Comma-separated scores, e.g. influence,loss,random."),
     policies: str = typer.Option(
         None,
@@ -216,6 +229,8 @@ def run(
         featurizer=featurizer,
         featurizer_refit=featurizer_refit,
         C=C,
+        classifier_params=classifier,
+        warm_start=warm_start,
         scores=scores,
         policies=policies,
         budgets=budgets,

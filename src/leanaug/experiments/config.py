@@ -35,7 +35,14 @@ EXECUTION_FIELDS = ("out", "n_jobs", "device", "executor", "ray_address")
 
 #: Fields added after output folders were first written, with the value a folder's
 #: ``config.yaml`` without them meant (so those folders still resume).
-ADDED_FIELDS: dict[str, Any] = {"featurizer_refit": False}
+ADDED_FIELDS: dict[str, Any] = {
+    "featurizer_refit": False,
+    "classifier_params": {},
+    "warm_start": False,
+}
+#: The logistic regression's options a config may set (besides ``C``); see
+#: :class:`~leanaug.classifier.LogisticClassifier`.
+CLASSIFIER_PARAMS = ("solver", "tol", "max_iter", "precision")
 
 PAPER_BUDGETS = [1, 10, 50, 100, 250, 500, 750, 1000]
 #: ``n_train: auto``: the paper's 1000 points, or all of them when there are fewer.
@@ -68,6 +75,12 @@ class SubsampleConfig:
     #: a fresh featurizer trained on every fit's rows (:mod:`leanaug.experiments.refit`).
     featurizer_refit: bool = False
     C: float = 1.0
+    #: options of the logistic regression: ``solver`` (``lbfgs``: scikit-learn; ``torch``:
+    #: the same problem, objective in torch on ``device``), ``tol``, ``max_iter``
+    classifier_params: dict[str, Any] = field(default_factory=dict)
+    #: start every augmented fit from the no-augmentation fit's parameters (the same
+    #: optimum, fewer iterations); frozen-featurizer protocol only
+    warm_start: bool = False
     scores: list[str] = field(default_factory=lambda: ["influence", "loss", "random"])
     policies: list[str] = field(default_factory=lambda: ["random", "proportional", "topk"])
     #: a list of ints or "auto" (fractions of n_train, see the module doc)
@@ -148,11 +161,39 @@ class SubsampleConfig:
             from leanaug.experiments.refit import check_refit_featurizer
 
             check_refit_featurizer(self.featurizer, self.featurizer_params)
+            if self.warm_start:
+                raise LeanaugError(
+                    "warm_start needs the frozen featurizer: with featurizer_refit every fit "
+                    "has features of its own, so no fit can start from another's parameters"
+                )
+        self._validate_classifier()
         for kind, specs in (("scores", self.scores), ("policies", self.policies)):
             dup = {s for s in specs if specs.count(s) > 1}
             if dup:
                 raise LeanaugError(f"{kind} lists {sorted(dup)} more than once")
         return self
+
+    def _validate_classifier(self) -> None:
+        from leanaug.classifier import LogisticClassifier
+
+        unknown = sorted(set(self.classifier_params) - set(CLASSIFIER_PARAMS))
+        if unknown:
+            raise LeanaugError(
+                f"classifier_params: unknown key(s) {unknown}; valid keys: "
+                f"{', '.join(CLASSIFIER_PARAMS)}"
+            )
+        params = self.classifier_params
+        if "tol" in params and not (isinstance(params["tol"], int | float) and params["tol"] > 0):
+            raise LeanaugError(
+                f"classifier_params: tol must be a number > 0, got {params['tol']!r}"
+            )
+        if "max_iter" in params and not (
+            isinstance(params["max_iter"], int) and params["max_iter"] >= 1
+        ):
+            raise LeanaugError(
+                f"classifier_params: max_iter must be an integer >= 1, got {params['max_iter']!r}"
+            )
+        LogisticClassifier(C=self.C, **params)  # an unknown solver: one line listing them
 
     def _validate_budgets(self) -> None:
         if not self.budgets:
@@ -392,10 +433,15 @@ def _normalize(values: dict[str, Any]) -> dict[str, Any]:
     for key in ("data_dir", "out", "executor", "ray_address"):
         if out.get(key) is not None:
             out[key] = str(out[key])
-    if not isinstance(out.get("featurizer_refit"), bool):
-        raise LeanaugError(
-            f"featurizer_refit must be true or false, got {out.get('featurizer_refit')!r}"
-        )
+    for key in ("featurizer_refit", "warm_start"):
+        if not isinstance(out.get(key), bool):
+            raise LeanaugError(f"{key} must be true or false, got {out.get(key)!r}")
+    params = out.get("classifier_params") or {}
+    if isinstance(params, str):  # the CLI's "solver=torch,tol=1e-5"
+        params = parse_spec(f"classifier:{params}")[1] if params.strip() else {}
+    if not isinstance(params, dict):
+        raise LeanaugError(f"classifier_params must be a mapping, got {params!r}")
+    out["classifier_params"] = dict(params)
     return out
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -382,6 +383,7 @@ def run_end_to_end(
 ) -> dict[str, Any]:
     """Run (or resume) the experiment; returns ``{"results", "baselines", "trainings", "seconds"}``."""
     from leanaug.experiments.runner import (
+        FrozenFitter,
         _fit_selection,
         _problem,
         compute_baselines,
@@ -398,7 +400,8 @@ def run_end_to_end(
     scfg = config.scoring_config()
     fs, computed = load_or_compute_features(scfg, out, progress=False)
     scores_path = out / "scores.parquet"
-    base_clf = LogisticClassifier(C=config.C).fit(fs.train, fs.train_labels)
+    make_classifier = partial(LogisticClassifier, C=config.C)
+    base_clf = make_classifier().fit(fs.train, fs.train_labels)
     frame = read_parquet(scores_path) if scores_path.is_file() and not computed else None
     if frame is None or any(s not in frame.columns for s in scfg.scores):
         scores = compute_scores(fs, base_clf, scfg.scores, config.seed)
@@ -408,7 +411,7 @@ def run_end_to_end(
         write_parquet(scores_path, frame)
     scores = {s: frame[s].to_numpy(dtype=np.float64) for s in scfg.scores}
 
-    frozen_baselines, _ = compute_baselines(fs, config.C)
+    frozen_baselines, _ = compute_baselines(fs, FrozenFitter(fs, make_classifier))
     data = _load_images(config)
     device = resolve_device(config.device)
     n = data.train.shape[0]
@@ -474,7 +477,8 @@ def run_end_to_end(
                 s = compute_scores(fs, base_clf, [score_spec], config.seed, trial)[score_spec]
             else:
                 s = scores[score_spec]
-            problem = _problem(fs, s, config.C, score_function(score, numpy_rng(seed, "rescore")))
+            rescore = score_function(score, numpy_rng(seed, "rescore"))
+            problem = _problem(fs, s, make_classifier, rescore)
             selections = policy.select(
                 problem, list(config.budgets), rng=np.random.default_rng(seed)
             )
@@ -483,7 +487,7 @@ def run_end_to_end(
                 sel = selections[budget]
                 ordered = sel.sorted()
                 _, _, w = augmented_training_set(problem, ordered)
-                clf, _ = _fit_selection(problem, sel, config.C)
+                clf, _ = _fit_selection(problem, sel)
                 frozen = (clf.score(fs.test, fs.test_labels), clf.score(*test_aug))
                 x, y, wt = _training_set(data, w, ordered.indices)
                 net, train_acc = train_network(

@@ -190,8 +190,8 @@ class RefitFitter:
     make_featurizer : callable
         Returns a fresh, unfitted :class:`~leanaug.features.trained.TrainedNetFeaturizer`
         (the run's, with ``cache=False``; the same seed every time).
-    C : float
-        Inverse L2 strength of the logistic regression.
+    make_classifier : callable
+        Returns an unfitted logistic regression (default ``LogisticClassifier()``).
 
     Examples
     --------
@@ -205,7 +205,7 @@ class RefitFitter:
     ...                      ds.test_labels, preset("digits", "translate"))
     >>> make = partial(SmallCNNFeaturizer, epochs=1, batch_size=64, cache=False,
     ...                progress=False, device="cpu")
-    >>> fit = RefitFitter(images, make, C=1.0).fit_and_score(Selection([5, 2]))
+    >>> fit = RefitFitter(images, make).fit_and_score(Selection([5, 2]))
     >>> fit.n_rows  # 268 originals + 4 copies of 2 points
     276
     """
@@ -217,11 +217,11 @@ class RefitFitter:
         self,
         images: RefitImages,
         make_featurizer: Callable[[], TrainedNetFeaturizer],
-        C: float,
+        make_classifier: Callable[[], LogisticClassifier] = LogisticClassifier,
     ) -> None:
         self.images = images
         self.make_featurizer = make_featurizer
-        self.C = float(C)
+        self.make_classifier = make_classifier
 
     def training_rows(self, selection: Selection) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(images, labels, weights)`` of ``selection``'s training set: float32 images in
@@ -257,7 +257,7 @@ class RefitFitter:
         images, labels, weights = self.training_rows(selection.sorted())
         featurizer = self.make_featurizer()
         featurizer.fit(images, labels, sample_weight=weights)
-        clf = LogisticClassifier(C=self.C).fit(
+        clf = self.make_classifier().fit(
             featurizer.transform(images), labels, sample_weight=weights
         )
         test = featurizer.transform(self.images.test_images)

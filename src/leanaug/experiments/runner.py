@@ -46,6 +46,7 @@ import hashlib
 import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -285,8 +286,20 @@ def _accuracies(
     return clf.score(fs.test, fs.test_labels), clf.score(*test_aug)
 
 
+def classifier_factory(config: SubsampleConfig) -> Callable[[], LogisticClassifier]:
+    """Unfitted logistic regressions as ``config`` asks for them: its ``C`` and
+    ``classifier_params`` (``solver``, ``tol``, ``max_iter``), the ``torch`` solver on
+    ``config.device``."""
+    return partial(LogisticClassifier, C=config.C, device=config.device,
+                   **config.classifier_params)  # fmt: skip
+
+
 def _problem(
-    fs: FeatureSet, scores: np.ndarray, C: float, score_fn: Any = None, signed: bool = False
+    fs: FeatureSet,
+    scores: np.ndarray,
+    make_classifier: Callable[[], LogisticClassifier] = LogisticClassifier,
+    score_fn: Any = None,
+    signed: bool = False,
 ) -> Any:
     """A signed score (``influence-test``) reaches the policies as its magnitude, with the
     signed values beside it for those that read the sign."""
@@ -297,19 +310,23 @@ def _problem(
         labels=fs.train_labels,
         scores=np.abs(scores) if signed else scores,
         augmented_features=fs.train_copies,
-        make_classifier=partial(LogisticClassifier, C=C),
+        make_classifier=make_classifier,
         score_fn=score_fn,
         signed_scores=scores if signed else None,
     )
 
 
-def _fit_selection(problem: Any, selection: Any, C: float) -> tuple[LogisticClassifier, int]:
+def _fit_selection(
+    problem: Any, selection: Any, init: LogisticClassifier | None = None
+) -> tuple[LogisticClassifier, int]:
+    """``problem.make_classifier()`` fitted on the selection's rows (from ``init``'s
+    parameters when given: a warm start), and the number of rows."""
     from leanaug.policies import augmented_training_set
 
     # The fit depends on the set of augmented points, not on the order the policy
     # picked them in: sort, so that e.g. budget = n equals the full-augmentation fit.
     X, y, w = augmented_training_set(problem, selection.sorted())
-    return LogisticClassifier(C=C).fit(X, y, sample_weight=w), X.shape[0]
+    return problem.make_classifier().fit(X, y, sample_weight=w, init=init), X.shape[0]
 
 
 class FrozenFitter:
@@ -323,16 +340,26 @@ class FrozenFitter:
     >>> fs = FeatureSet(rng.normal(size=(6, 2)), np.array([0, 1] * 3), rng.normal(size=(6, 2, 2)),
     ...                 rng.normal(size=(4, 2)), np.array([0, 1] * 2), rng.normal(size=(4, 2, 2)),
     ...                 np.zeros((6, 1, 2, 2), np.uint8), np.array(["a", "b"]))
-    >>> FrozenFitter(fs, C=1.0).fit_and_score(Selection([3, 1])).n_rows  # 6 + 2 copies of 2
+    >>> FrozenFitter(fs).fit_and_score(Selection([3, 1])).n_rows  # 6 + 2 copies of 2
     10
+
+    ``make_classifier`` returns unfitted classifiers (default: ``LogisticClassifier()``);
+    ``start``, when set (the run's ``warm_start``: the no-augmentation fit), is where
+    every fit starts from.
     """
 
     protocol = PROTOCOL_FROZEN
     trains_networks = False
 
-    def __init__(self, features: FeatureSet, C: float) -> None:
+    def __init__(
+        self,
+        features: FeatureSet,
+        make_classifier: Callable[[], LogisticClassifier] = LogisticClassifier,
+        start: LogisticClassifier | None = None,
+    ) -> None:
         self.features = features
-        self.C = float(C)
+        self.make_classifier = make_classifier
+        self.start = start
         self._problem: Any = None
         self._test_aug: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -345,9 +372,9 @@ class FrozenFitter:
         """Refit on the selection's feature rows (:func:`augmented_training_set`) and score."""
         fs = self.features
         if self._problem is None:
-            self._problem = _problem(fs, np.zeros(fs.train.shape[0]), self.C)
+            self._problem = _problem(fs, np.zeros(fs.train.shape[0]), self.make_classifier)
             self._test_aug = fs.test_augmented
-        clf, n_rows = _fit_selection(self._problem, selection, self.C)
+        clf, n_rows = _fit_selection(self._problem, selection, self.start)
         acc, acc_aug = _accuracies(clf, fs, self._test_aug)
         return FitScore(acc, acc_aug, n_rows, clf)
 
@@ -357,14 +384,14 @@ def make_fitter(config: SubsampleConfig, fs: FeatureSet) -> Fitter:
     ``featurizer_refit`` a :class:`~leanaug.experiments.refit.RefitFitter` whose every
     featurizer is the configured one, uncached, with the run's seed."""
     if not config.featurizer_refit:
-        return FrozenFitter(fs, config.C)
+        return FrozenFitter(fs, classifier_factory(config))
     images = RefitImages.load(config, fs.train_images, fs.train_labels)
     factory = partial(make_featurizer, config, cache=False, progress=False)
-    return RefitFitter(images, factory, config.C)
+    return RefitFitter(images, factory, classifier_factory(config))
 
 
 def compute_baselines(
-    fs: FeatureSet, C: float, fitter: Fitter | None = None
+    fs: FeatureSet, fitter: Fitter | None = None, warm_start: bool = False
 ) -> tuple[dict[str, Any], LogisticClassifier | None]:
     """No augmentation and full augmentation: accuracies on the clean and augmented test
     sets, fitted by ``fitter`` (default: :class:`FrozenFitter`). Also returns the
@@ -372,9 +399,11 @@ def compute_baselines(
     from, when the fitter's is that one (frozen protocol), else None."""
     from leanaug.policies import Selection
 
-    fitter = FrozenFitter(fs, C) if fitter is None else fitter
+    fitter = FrozenFitter(fs) if fitter is None else fitter
     n = fs.train.shape[0]
     clean = fitter.fit_and_score(Selection(np.arange(0)))
+    if warm_start:  # frozen protocol only (the config refuses it with featurizer_refit)
+        fitter.start = clean.classifier
     full = fitter.fit_and_score(Selection(np.arange(n)))
     out = {"no_augmentation": clean.as_baseline(), "full_augmentation": full.as_baseline()}
     return out, clean.classifier if fitter.protocol == PROTOCOL_FROZEN else None
@@ -410,7 +439,7 @@ class _Shared:
     scores: dict[str, np.ndarray]
     base_clf: LogisticClassifier
     budgets: list[int]
-    C: float
+    make_classifier: Callable[[], LogisticClassifier]
     seed: int
     fitter: Fitter
 
@@ -436,7 +465,8 @@ def _run_unit(shared: _Shared, unit: Unit) -> list[dict[str, Any]]:
     else:
         scores = shared.scores[unit.score]
     rescore = score_function(score, numpy_rng(seed, "rescore"))
-    problem = _problem(fs, scores, shared.C, rescore, signed=bool(getattr(score, "signed", False)))
+    signed = bool(getattr(score, "signed", False))
+    problem = _problem(fs, scores, shared.make_classifier, rescore, signed=signed)
     t0 = time.perf_counter()
     selections = policy.select(problem, shared.budgets, rng=np.random.default_rng(seed))
     select_share = (time.perf_counter() - t0) / len(shared.budgets)
@@ -631,10 +661,10 @@ class _Fits:
 
     def base(self) -> LogisticClassifier:
         if self._base is None:
-            self._base = LogisticClassifier(C=self.config.C).fit(
-                self.fs.train, self.fs.train_labels
-            )
+            self._base = classifier_factory(self.config)().fit(self.fs.train, self.fs.train_labels)
             self.refits += 1
+            if self.config.warm_start and self._fitter is not None:
+                self._fitter.start = self._base
         return self._base
 
     def count(self, fits: int, base: LogisticClassifier | None = None) -> None:
@@ -654,7 +684,7 @@ def _load_or_compute_baselines(
         # Folders written before the protocol was recorded are all frozen-featurizer runs.
         baselines.setdefault("protocol", PROTOCOL_FROZEN)
         return baselines
-    computed, clean = compute_baselines(fs, config.C, fits.fitter())
+    computed, clean = compute_baselines(fs, fits.fitter(), config.warm_start)
     fits.count(2, base=clean)
     baselines = {"protocol": fits.fitter().protocol, **computed}
     write_json(path, baselines)
@@ -755,7 +785,13 @@ def _run_fitted_part(
         )
         if todo:
             shared = _Shared(
-                fs, scores, fits.base(), list(config.budgets), config.C, config.seed, fits.fitter()
+                fs,
+                scores,
+                fits.base(),
+                list(config.budgets),
+                classifier_factory(config),
+                config.seed,
+                fits.fitter(),
             )
             results = _run_units(
                 config, out, shared, todo, results, fits, lambda: bar.advance(task), executor
