@@ -316,3 +316,54 @@ def test_auc_and_interval_numbers():
     assert s.loc[0, "lo"] == pytest.approx(0.55 - half) and s.loc[0, "hi"] == pytest.approx(
         0.55 + half
     )
+
+
+def test_torch_solvers_and_warm_start_give_the_same_fits(small_run, tmp_path, monkeypatch):
+    """The classifier options reach every fit: the torch solvers (warm-started from the
+    clean fit) land on scikit-learn's optima, so the accuracies are the same; the options
+    are part of the configuration."""
+    started = []
+    fit = LogisticClassifier.fit
+
+    def recording_fit(self, X, y, sample_weight=None, init=None):
+        started.append((self.solver, init is not None))
+        return fit(self, X, y, sample_weight=sample_weight, init=init)
+
+    monkeypatch.setattr(LogisticClassifier, "fit", recording_fit)
+    ref = small_run.results
+    for solver in ("torch", "newton"):
+        params = {"solver": solver, "tol": 1e-9}
+        run = run_experiment(
+            small_config(tmp_path / solver, classifier_params=params, warm_start=True),
+            progress=False,
+            plots=False,
+        )
+        pd.testing.assert_frame_equal(
+            run.results.drop(columns=["seconds"]), ref.drop(columns=["seconds"]), atol=2e-3
+        )
+        assert started and all(s == solver for s, _ in started)
+        # every fit but the clean one starts from the clean fit's parameters
+        assert sum(warm for _, warm in started) == len(started) - 1
+        started.clear()
+    with pytest.raises(LeanaugError, match="differs in: classifier_params, warm_start"):
+        run_experiment(small_config(small_run.out, classifier_params={"solver": "torch"},
+                                    warm_start=True), progress=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"classifier_params": {"solvr": "torch"}}, "unknown key.*'solvr'.*valid keys: solver"),
+        ({"classifier_params": {"solver": "irls"}}, "unknown solver 'irls'; valid: lbfgs"),
+        ({"classifier_params": {"tol": -1}}, "tol must be a number > 0"),
+        ({"classifier_params": "solver=newton,precision=float32"}, "float32 needs solver=torch"),
+        ({"warm_start": "yes"}, "warm_start must be true or false"),
+        (
+            {"warm_start": True, "featurizer_refit": True, "featurizer": "smallcnn"},
+            "warm_start needs the frozen featurizer",
+        ),
+    ],
+)
+def test_bad_classifier_options(overrides, message):
+    with pytest.raises(LeanaugError, match=message):
+        resolve_config(None, {**SMALL, **overrides})

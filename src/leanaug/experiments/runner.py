@@ -442,11 +442,25 @@ class _Shared:
     make_classifier: Callable[[], LogisticClassifier]
     seed: int
     fitter: Fitter
+    threads: int | None = 1
+
+
+def thread_limit(config: SubsampleConfig) -> int | None:
+    """BLAS / torch threads for the fits: one for scikit-learn's many small lbfgs fits
+    (multi-threaded BLAS is slower at their sizes, and up to 50x slower on a busy machine:
+    spinning threads) and for every fit in ``n_jobs`` worker processes (parallelism comes
+    from the workers); no limit (None) for the torch solvers in this process, whose
+    products on tens of thousands of rows use every core. The refit protocol keeps one
+    thread, so its networks train the same whatever ``n_jobs``."""
+    solver = config.classifier_params.get("solver", "lbfgs")
+    if config.n_jobs == 1 and solver != "lbfgs" and not config.featurizer_refit:
+        return None
+    return 1
 
 
 def run_unit(shared: _Shared, unit: Unit) -> list[dict[str, Any]]:
     """Selections for all budgets, one refit and evaluation per budget: one row each."""
-    with threadpool_limits(limits=1):
+    with threadpool_limits(limits=shared.threads):
         return _run_unit(shared, unit)
 
 
@@ -636,10 +650,7 @@ def run_experiment(
     if max(config.budgets) > n:
         raise LeanaugError(f"budget {max(config.budgets)} is larger than the {n} training points")
     fresh = features_computed  # new features invalidate everything computed from old ones
-    # One BLAS thread for the many small lbfgs fits: multi-threaded BLAS on these sizes is
-    # slower, and on a busy machine up to 50x slower (spinning threads); parallelism comes
-    # from n_jobs worker processes instead.
-    with threadpool_limits(limits=1):
+    with threadpool_limits(limits=thread_limit(config)):
         return _run_fitted_part(config, out, fs, fresh, progress, plots, start, executor)
 
 
@@ -792,6 +803,7 @@ def _run_fitted_part(
                 classifier_factory(config),
                 config.seed,
                 fits.fitter(),
+                thread_limit(config),
             )
             results = _run_units(
                 config, out, shared, todo, results, fits, lambda: bar.advance(task), executor
