@@ -18,7 +18,7 @@ For every run folder (from ``leanaug subsample run``, or from
 Output: markdown on stdout, one block per folder plus an overview. With ``--page`` the
 blocks replace the text between ``<!-- BEGIN generated:NAME -->`` and
 ``<!-- END generated:NAME -->`` in that page (NAME = the folder's name, ``overview`` for
-the overview), so the page's numbers are regenerated, never typed; the prose around them
+the overview, or ``--overview NAME``), so the page's numbers are regenerated, never typed; the prose around them
 is left alone. With ``--figures`` the accuracy plot and the influence top/bottom grid of
 each folder are copied there as small palette PNGs (``NAME.png``,
 ``NAME_top_bottom.png``).
@@ -434,6 +434,11 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--page", type=Path, default=None)
     ap.add_argument("--figures", type=Path, default=None)
+    ap.add_argument(
+        "--overview",
+        default="overview",
+        help="marker name of the overview table (another name keeps an older overview)",
+    )
     args = ap.parse_args()
     runs = []
     for p in args.runs:
@@ -450,7 +455,7 @@ def main() -> None:
             figures_rel = str(args.figures.resolve().relative_to(base.resolve()))
         except ValueError:
             figures_rel = str(args.figures)
-    blocks = {"overview": overview_block(runs)}
+    blocks = {args.overview: overview_block(runs)}
     for run in runs:
         blocks[run.name] = run_block(run, figures_rel)
     if args.page:

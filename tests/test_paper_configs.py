@@ -3,7 +3,8 @@
 Each config goes through the real CLI (``leanaug subsample run --config FILE``) with flag
 overrides that shrink it: ``--n-train 60``, two budgets, one trial, and the config's own
 featurizer spec with tiny training (``epochs=1``; for ``resnet`` also ``depth=8`` and
-``pretrain_n_train``). Everything else comes from the file: classes, subset, augmentation
+``pretrain_n_train``), unless it loads its weights from a file (``weights=``: the
+CIFAR-10 ResNet in ``benchmarks/artifacts/``), which is used as it is. Everything else comes from the file: classes, subset, augmentation
 preset, scores, every policy, C, seed, and every featurizer parameter (the override is
 the file's ``featurizer_params`` with the tiny values merged in), so a renamed field,
 policy, score, preset or featurizer parameter fails here.
@@ -124,7 +125,9 @@ def test_paper_config_runs_on_a_tiny_slice(path, real_data, request, tmp_path, m
     else:
         data_dir = request.getfixturevalue("cifar_slice")
     featurizer = file_cfg["featurizer"]
-    params = {**(file_cfg.get("featurizer_params") or {}), **TINY.get(featurizer, {})}
+    params = dict(file_cfg.get("featurizer_params") or {})
+    if "weights" not in params:  # a featurizer kept as a file is loaded, never trained
+        params.update(TINY.get(featurizer, {}))
     out = tmp_path / path.stem
     args = [
         "subsample", "run", "--config", str(path), "--data-dir", str(data_dir),

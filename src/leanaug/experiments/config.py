@@ -231,20 +231,27 @@ def budgets_for(n_train: int) -> list[int]:
     return sorted({max(1, round(f * n_train)) for f in BUDGET_FRACTIONS})
 
 
-def count_training_points(config: SubsampleConfig) -> int:
-    """Training points of ``config``'s data set and classes (after an explicit n_train,
-    which the loader rejects when it exceeds the data)."""
+def load_config_data(config: Any) -> Any:
+    """The :class:`~leanaug.data.ImageDataset` a config names: its ``dataset``,
+    ``data_dir``, ``classes``, ``n_train`` points (``subset``, ``seed``). Any config with
+    those fields (:class:`SubsampleConfig`, the end-to-end config)."""
     from leanaug.data import load_dataset
 
-    ds = load_dataset(
+    return load_dataset(
         config.dataset,
         data_dir=config.data_dir,
         classes=config.classes,
-        n_train=config.n_train if isinstance(config.n_train, int) else None,
+        n_train=config.n_train,
         subset=config.subset,
         seed=config.seed,
     )
-    return len(ds.train_labels)
+
+
+def count_training_points(config: SubsampleConfig) -> int:
+    """Training points of ``config``'s data set and classes (after an explicit n_train,
+    which the loader rejects when it exceeds the data)."""
+    n_train = config.n_train if isinstance(config.n_train, int) else None
+    return len(load_config_data(dataclasses.replace(config, n_train=n_train)).train_labels)
 
 
 def fit_to_data(config: SubsampleConfig, n_available: int | None = None) -> SubsampleConfig:

@@ -54,7 +54,12 @@ from torch.nn import functional as F
 from leanaug.classifier import LogisticClassifier
 from leanaug.device import resolve_device
 from leanaug.errors import LeanaugError
-from leanaug.experiments.config import SubsampleConfig, instantiate, normalize_spec
+from leanaug.experiments.config import (
+    SubsampleConfig,
+    instantiate,
+    load_config_data,
+    normalize_spec,
+)
 from leanaug.results import (
     output_dir,
     read_json,
@@ -307,16 +312,8 @@ class _Data:
 
 def _load_images(config: EndToEndConfig) -> _Data:
     from leanaug.augment import preset, to_float
-    from leanaug.data import load_dataset
 
-    ds = load_dataset(
-        config.dataset,
-        data_dir=config.data_dir,
-        classes=config.classes,
-        n_train=config.n_train,
-        subset=config.subset,
-        seed=config.seed,
-    )
+    ds = load_config_data(config)
     aug = preset(config.dataset, config.augment)
     train = to_float(ds.train_images)
     test = to_float(ds.test_images)

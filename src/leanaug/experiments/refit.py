@@ -153,16 +153,9 @@ class RefitImages:
         """The data set of ``config`` again (decoded arrays come from the data cache); its
         training images must be the ones ``features.npz`` was computed from."""
         from leanaug.augment import preset
-        from leanaug.data import load_dataset
+        from leanaug.experiments.config import load_config_data
 
-        ds = load_dataset(
-            config.dataset,
-            data_dir=config.data_dir,
-            classes=config.classes,
-            n_train=config.n_train,
-            subset=config.subset,
-            seed=config.seed,
-        )
+        ds = load_config_data(config)
         same = np.array_equal(ds.train_images, train_images) and np.array_equal(
             ds.train_labels, train_labels
         )

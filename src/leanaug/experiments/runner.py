@@ -66,6 +66,7 @@ from leanaug.experiments.config import (
     SubsampleConfig,
     fit_to_data,
     instantiate,
+    load_config_data,
     parse_spec,
 )
 from leanaug.experiments.refit import (
@@ -253,16 +254,8 @@ def load_or_compute_features(
         if stored_key == key:
             return fs, False  # another key (the data files changed): recompute and replace it
     from leanaug.augment import preset
-    from leanaug.data import load_dataset
 
-    ds = load_dataset(
-        config.dataset,
-        data_dir=config.data_dir,
-        classes=config.classes,
-        n_train=config.n_train,
-        subset=config.subset,
-        seed=config.seed,
-    )
+    ds = load_config_data(config)
     if ds.num_classes < 2 or np.unique(ds.train_labels).size < 2:
         raise LeanaugError(
             f"{config.dataset} with classes={config.classes}: the training set needs at least two classes"
