@@ -384,6 +384,12 @@ def augment_command(
     dsa: bool = typer.Option(True, "--dsa/--no-dsa", help="DSA after phi in the student steps."),
     memory: str = typer.Option("unrolled", help="'unrolled' or 'constant' (exact, less memory)."),
     theta_store: str = THETA_STORE_OPTION,
+    objective: str = typer.Option(
+        "matching",
+        help="Matching objective over the student's endpoint: 'matching' (MTT's loss) or "
+        "'matching-unbiased' (the U-statistic over K phi/DSA draws on one batch plan, "
+        "unbiased for the squared bias alone; 'matching-unbiased:draws=4' for K = 4).",
+    ),
     checkpoint_every: int = typer.Option(10, help="Checkpoint every this many iterations."),
     picture_every: int = typer.Option(100, help="Picture of x and phi(x) draws (0: never)."),
     loss_limit: float = typer.Option(1e3, help="Stop when the matching loss exceeds this."),
@@ -397,6 +403,7 @@ def augment_command(
     """Learn an augmentation network phi by trajectory matching; resumes a run in --out."""
     v = _merge_config(ctx, dict(ctx.params), config, augment_command)
     from leanaug.distill.augment_training import PHI_NAME, AugmentDistillation
+    from leanaug.distill.objectives import objective_spec
 
     options: Any = {}
     if v["phi_options"] not in (None, ""):
@@ -416,14 +423,16 @@ def augment_command(
     console.print(
         f"learning phi={v['phi']} on {100 * v['subset']:g}% of the data from {v['experts']} into "
         f"{v['out']} ({v['iterations']} iterations, N={v['syn_steps']}, M={v['expert_epochs']}, "
-        f"T+={v['max_start_epoch']}, batch {v['batch']}, {v['optimizer']} lr {v['lr_phi']:g})"
+        f"T+={v['max_start_epoch']}, batch {v['batch']}, {v['optimizer']} lr {v['lr_phi']:g}, "
+        f"objective {v['objective']})"
     )
     est.fit(v["experts"], v["out"], data_dir=v["data_dir"], progress=True)
     log = est.log_
     if len(log):
         tail = log.tail(max(1, len(log) // 10))
         typer.echo(
-            f"last {len(tail)} iterations: matching loss {tail['loss'].mean():.4f} "
+            f"last {len(tail)} iterations: {objective_spec(est.objective)} loss "
+            f"{tail['loss'].mean():.4f} "
             f"(identity phi {tail['loss_identity'].mean():.4f})"
         )
     typer.echo(f"learned step size alpha = {est.alpha_:.6g}")

@@ -15,6 +15,11 @@ data. Each iteration
    when ``dsa`` is on, the student's ``N`` steps of size ``alpha`` from ``theta*_t``, the
    MTT loss against ``theta*_{t+M}``) and back-propagates ``dL/dz`` into phi's weights
    with ``z.backward(dL/dz)`` (exact for ``memory`` ``"unrolled"`` and ``"constant"``);
+   With ``objective`` other than ``"matching"`` (:mod:`leanaug.distill.objectives`, e.g.
+   ``"matching-unbiased"``), steps 3-4 run for ``K`` independent draws of phi's noise and
+   the DSA parameters on the same batch plan (draw 0 is the one above, draw ``k`` is seeded
+   from ``(seed, "iteration", i, "draw", k)``), the objective combines the ``K`` student
+   endpoints and ``dL/dz_k`` flows back through every draw;
 5. updates phi with Adam (or SGD momentum 0.5) and ``alpha = exp(log_alpha)`` with SGD
    momentum 0.5 on ``log_alpha`` (learning rate ``lr_lr``, gradient ``dL/dalpha / alpha``:
    MTT's ``-lr_lr * dL/dalpha`` at any ``alpha``, at most a factor 2 per step; ``alpha``
@@ -22,8 +27,9 @@ data. Each iteration
    learns ``alpha`` itself, as the reference and the course project did (it can go
    negative; for the failure study only).
 
-Each iteration also logs ``loss_identity``: the MTT loss of the same plan with phi the
-identity (the real subset images), so every row says whether phi beats plain data.
+Each iteration also logs ``loss_identity``: the same objective on the same plan (and DSA
+draws) with phi the identity (the real subset images), so every row says whether phi beats
+plain data.
 
 Files in ``out``: ``augment_config.json`` (settings; a resumed run must match),
 ``checkpoint.safetensors`` (phi, optimizer states, log_alpha, iteration),
@@ -68,12 +74,21 @@ from leanaug.distill.matching import (
     check_memory_options,
     expert_segment,
     match_gradients,
-    matching_loss,
     plan_student,
     step_log_alpha_,
     unroll_student,
 )
 from leanaug.distill.networks import FlatModel
+from leanaug.distill.objectives import (
+    DEFAULT_OBJECTIVE,
+    Objective,
+    ObjectiveResult,
+    build_objective,
+    draw_generator,
+    match_objective,
+    objective_spec,
+    redraw_plan,
+)
 from leanaug.distill.synthetic import read_checkpoint_file
 from leanaug.errors import DataError, LeanaugError
 from leanaug.progress import note
@@ -197,6 +212,53 @@ def phi_match_gradients(
     return res, z.detach()
 
 
+def phi_match_objective(
+    phi: AugNet,
+    model: FlatModel,
+    theta_start: Tensor,
+    theta_target: Tensor,
+    x: Tensor,
+    labels: Tensor,
+    index: Tensor | None,
+    noises: list[Tensor],
+    alpha: Tensor,
+    plans: list[StudentPlan],
+    augment: Any = None,
+    memory: str = "unrolled",
+    backward: bool = True,
+    theta_store: str = "device",
+    objective: Objective | str = DEFAULT_OBJECTIVE,
+) -> tuple[ObjectiveResult, list[Tensor]]:
+    """:func:`phi_match_gradients` for an objective over ``K`` draws: draw ``k`` is
+    ``phi(x, noises[k])`` trained on with ``plans[k]`` (same slots, the draw's DSA seeds).
+    Accumulates ``dL/dphi`` through every draw into ``phi``'s ``.grad`` when ``backward``;
+    returns the result and the ``K`` draws of ``phi(x)`` (detached). With ``"matching"``
+    and one draw it is :func:`phi_match_gradients`, bit for bit."""
+    if memory not in ("unrolled", "constant"):
+        raise LeanaugError(
+            f"phi needs the exact image gradient: memory 'unrolled' or 'constant', got {memory!r}"
+        )
+    zs = [phi(x, noise, labels=labels, index=index) for noise in noises]
+    res = match_objective(
+        objective,
+        model,
+        theta_start,
+        theta_target,
+        [z.detach() for z in zs],
+        labels,
+        alpha,
+        plans,
+        augment,
+        memory,
+        theta_store,
+    )
+    if backward:
+        torch.autograd.backward(
+            zs, [g.to(z.dtype) for g, z in zip(res.grad_images, zs, strict=True)]
+        )
+    return res, [z.detach() for z in zs]
+
+
 # --------------------------------------------------------------------------- the estimator
 @dataclass
 class AugmentDistillation:
@@ -210,7 +272,17 @@ class AugmentDistillation:
     :class:`leanaug.distill.matching.TrajectoryMatching`. ``clip_grad`` (> 0) clips phi's
     gradient norm. ``loss_limit``: a loss above it (or any non-finite value) stops the run.
     ``theta_store="host"`` (with ``memory="constant"``) keeps the unroll's stored student
-    parameters in host memory on a GPU.
+    parameters in host memory on a GPU. ``objective``: ``"matching"`` (MTT's loss) or
+    ``"matching-unbiased[:draws=K]"`` (the U-statistic over ``K`` draws, unbiased for the
+    squared bias of the student's endpoint; :mod:`leanaug.distill.objectives`).
+
+    Examples
+    --------
+    >>> est = AugmentDistillation(phi="transform", objective="matching-unbiased", iterations=50)
+    >>> est.validate()
+    >>> est.get_params()["objective"]
+    'matching-unbiased'
+    >>> # est.fit("runs/experts", "runs/phi")  # learns phi; see leanaug distill augment
     """
 
     phi: str = "residual"
@@ -231,6 +303,7 @@ class AugmentDistillation:
     dsa: bool = True
     memory: str = "unrolled"
     theta_store: str = "device"
+    objective: str = DEFAULT_OBJECTIVE
     identity_loss: bool = True
     checkpoint_every: int = 10
     picture_every: int = 100
@@ -304,6 +377,7 @@ class AugmentDistillation:
             if not ok:
                 raise LeanaugError(message)
         check_memory_options(self.memory, self.theta_store)
+        build_objective(self.objective)  # unknown names / parameters: one line listing them
 
     def fit(
         self,
@@ -356,6 +430,8 @@ def _unflatten_optimizer(tensors: dict[str, Tensor], skeleton: Any) -> dict[str,
 
 
 def _settings_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    # settings written before the objective was a setting were all MTT's loss
+    old = {"objective": DEFAULT_OBJECTIVE, **old}
     out = []
     for key in sorted(set(old) | set(new)):
         if key in _RESUMABLE_CHANGES:
@@ -418,6 +494,7 @@ class _Run:
         self.y = torch.as_tensor(ds.train_labels[self.subset]).to(self.device).long()
         self.in_channels = int(net["in_channels"])
         self.image_size = tuple(int(s) for s in net["image_size"])
+        self.objective = build_objective(est.objective)
 
     def _settings(self) -> dict[str, Any]:
         experts_cfg = {k: v for k, v in self.config.items() if k not in ("experts", "epochs")}
@@ -428,6 +505,7 @@ class _Run:
             json.dumps(
                 {
                     **self.est.get_params(),
+                    "objective": objective_spec(self.est.objective),
                     "experts": experts_cfg,
                     "num_experts": len(self.experts),
                     "subset_size": int(len(self.subset)),
@@ -591,11 +669,15 @@ class _Run:
         start, target = start.to(self.device), target.to(self.device)
         pos = slots.images.to(self.device)
         x, y = self.x[pos], self.y[pos]
-        noise = self.phi.sample_noise(x, gen)
+        noises, plans = [self.phi.sample_noise(x, gen)], [slots.plan]
+        for k in range(1, self.objective.draws):  # more draws: same slots, own noise and DSA
+            gen_k = draw_generator(est.seed, "iteration", it, draw=k)
+            plans.append(redraw_plan(slots.plan, gen_k))
+            noises.append(self.phi.sample_noise(x, gen_k))
         a = self.alpha_param.detach()
         alpha = a.exp() if est.alpha_mode == "log" else a.clone()
         self.opt_phi.zero_grad(set_to_none=True)
-        res, z = phi_match_gradients(
+        res, zs = phi_match_objective(
             self.phi,
             self.model,
             start,
@@ -603,21 +685,23 @@ class _Run:
             x,
             y,
             pos,
-            noise,
+            noises,
             alpha,
-            slots.plan,
+            plans,
             self.dsa,
             est.memory,
             theta_store=est.theta_store,
+            objective=self.objective,
         )
+        z = zs[0]
         loss = float(res.loss)
         row: dict[str, Any] = dict(
             iteration=it, expert=e, start_epoch=t, loss=loss, alpha=float(alpha)
         )
         if est.identity_loss:
             with torch.enable_grad():
-                theta_n = unroll_student(self.model, start, x, y, alpha, slots.plan, self.dsa)
-            row["loss_identity"] = float(matching_loss(theta_n, start, target))
+                ends = [unroll_student(self.model, start, x, y, alpha, p, self.dsa) for p in plans]
+            row["loss_identity"] = float(self.objective.loss(ends, start, target))
         grads = [p.grad for p in self.phi.parameters() if p.grad is not None]
         grad_norm = (
             float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))

@@ -332,6 +332,41 @@ def _match_unrolled(
 def _match_reverse(
     model, theta_start, theta_target, images, labels, alpha, plan, augment, exact: bool, host: bool
 ) -> MatchResult:
+    stored = store_forward(model, theta_start, images, labels, alpha, plan, augment, host)
+    theta_n = stored.theta_n
+    loss = matching_loss(theta_n, theta_start, theta_target)
+    denom = (theta_start - theta_target).pow(2).sum()
+    lam = 2.0 * (theta_n - theta_target) / denom  # dL/dtheta_N
+    grad_x, grad_a = reverse_pass(model, stored, images, labels, alpha, plan, augment, lam, exact)
+    return MatchResult(
+        loss=loss.detach(),
+        grad_images=grad_x,
+        grad_alpha=grad_a.reshape(alpha.shape),
+        theta_n=theta_n,
+    )
+
+
+@dataclass
+class StoredForward:
+    """What the reverse pass needs of a graph-free forward pass: ``theta_0..theta_{N-1}``
+    (on the host when stashed there), each step's DSA parameters, and ``theta_N``."""
+
+    thetas: list[Tensor]
+    aug_params: list[Any]
+    theta_n: Tensor
+
+
+def store_forward(
+    model: FlatModel,
+    theta_start: Tensor,
+    images: Tensor,
+    labels: Tensor,
+    alpha: Tensor,
+    plan: StudentPlan,
+    augment: Augment | None,
+    host: bool = False,
+) -> StoredForward:
+    """The forward pass of ``"constant"`` / ``"tesla"`` (no graph; see the module docstring)."""
     x_all = images.detach()
     a = alpha.detach()
     # Forward pass without a graph: keep theta_i (N x P) and each step's DSA parameters.
@@ -346,16 +381,32 @@ def _match_reverse(
         th = theta.clone().requires_grad_(True)
         grad = _step_gradient(model, th, x_aug, labels[idx], create_graph=False)
         theta = (theta - a * grad).detach()
-    theta_n = theta
-    loss = matching_loss(theta_n, theta_start, theta_target)
-    denom = (theta_start - theta_target).pow(2).sum()
-    lam = 2.0 * (theta_n - theta_target) / denom  # dL/dtheta_N
+    return StoredForward(thetas, aug_params, theta)
 
+
+def reverse_pass(
+    model: FlatModel,
+    stored: StoredForward,
+    images: Tensor,
+    labels: Tensor,
+    alpha: Tensor,
+    plan: StudentPlan,
+    augment: Augment | None,
+    lam: Tensor,
+    exact: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """``(dL/dimages, dL/dalpha)`` from the adjoint ``lam = dL/dtheta_N`` of any loss of
+    ``theta_N``, walking the stored forward pass back (``exact=False``: TESLA's
+    approximation, ``lam_i = lam_N``)."""
+    x_all = images.detach()
+    a = alpha.detach()
+    thetas, aug_params = stored.thetas, stored.aug_params
+    device = stored.theta_n.device
     grad_x = torch.zeros_like(x_all)
     grad_a = torch.zeros((), dtype=a.dtype, device=a.device)
     for i in range(plan.steps - 1, -1, -1):
         idx = plan.batches[i]
-        th = thetas[i].to(theta_start.device, non_blocking=True).clone().requires_grad_(True)
+        th = thetas[i].to(device, non_blocking=True).clone().requires_grad_(True)
         xb = x_all[idx].clone().requires_grad_(True)
         x_aug = _replay(augment, xb, aug_params[i], plan.aug_seeds[i])
         grad = _step_gradient(model, th, x_aug, labels[idx], create_graph=True)
@@ -367,12 +418,7 @@ def _match_reverse(
         if need_theta:
             lam = lam - a * vjps[1]
         del grad, vjps, x_aug
-    return MatchResult(
-        loss=loss.detach(),
-        grad_images=grad_x,
-        grad_alpha=grad_a.reshape(alpha.shape),
-        theta_n=theta_n,
-    )
+    return grad_x, grad_a
 
 
 # One alpha update may change alpha by at most this factor (see TrajectoryMatching).
