@@ -106,7 +106,7 @@ def phase_cifar(args, out: Path) -> dict:
     params = {
         "depth": 20,
         "width": 8 if args.tiny else args.cifar_width,
-        "train_augment": True,
+        "train_augment": not args.cifar_no_train_augment,
         "epochs": 1 if args.tiny else args.cifar_epochs,
         "batch_size": 512,
         "lr": args.cifar_lr,
@@ -117,7 +117,8 @@ def phase_cifar(args, out: Path) -> dict:
         "label_smoothing": 0.1,
         "precision": "bfloat16",
     }
-    return train_featurizer(ResNetFeaturizer, params, ds, out, "cifar10-resnet20", args.device)
+    name = "cifar10-resnet20" + ("-noaug" if args.cifar_no_train_augment else "")
+    return train_featurizer(ResNetFeaturizer, params, ds, out, name, args.device)
 
 
 def phase_mnist(args, out: Path) -> dict:
@@ -209,6 +210,12 @@ def main() -> None:
     ap.add_argument("--cifar-epochs", type=int, default=30)
     ap.add_argument("--cifar-width", type=int, default=64)
     ap.add_argument("--cifar-lr", type=float, default=0.3)
+    ap.add_argument(
+        "--cifar-no-train-augment",
+        action="store_true",
+        help="train the CIFAR-10 ResNet without random crops and flips (features that are "
+        "not already invariant to the paper's translations)",
+    )
     ap.add_argument("--mnist-epochs", type=int, default=15)
     ap.add_argument("--experts", type=int, default=20)
     ap.add_argument("--expert-epochs", type=int, default=15)

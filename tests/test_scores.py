@@ -533,3 +533,34 @@ def test_influence_score_batched_method():
         SCORES.get("influence")(method="sparse")
     with pytest.raises(LeanaugError, match="leverage=true needs method=dense"):
         SCORES.get("influence")(method="batched", leverage=True)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_well_fitted_points_keep_their_tiny_influence(k):
+    """A point fitted to p_y = 1 - 1e-20 has a residual of 1e-20, which 1 - p_y rounds to
+    0 (or to noise); both influence paths compute it as the other classes' probability."""
+    rng = np.random.default_rng(300 + k)
+    X = rng.normal(size=(200, 2))
+    y = np.argmax(X @ rng.normal(size=(2, k)) + rng.gumbel(size=(200, k)), axis=1)
+    clf = LogisticClassifier(C=1.0).fit(X, y)
+    far = np.argmax(np.abs(clf.decision_function(X)).reshape(200, -1).max(1))
+    X = X.copy()
+    X[far] *= 40.0  # the same point, now far on its predicted side
+    y = y.copy()
+    y[far] = clf.predict(X[far : far + 1])[0]
+    clf = LogisticClassifier(C=1.0).fit(X, y)
+    p = clf.predict_proba(X[far : far + 1])[0]
+    others = np.delete(p, clf.label_indices(y[far : far + 1])[0]).sum()
+    assert 0.0 < others < 1e-15  # 1 - p_y cannot hold it
+    dense = self_influence(clf, X, y)
+    from leanaug.scores.influence_batched import batched_self_influence
+
+    batched = batched_self_influence(clf, X, y, precision="float64", device="cpu")
+    assert dense[far] > 0.0
+    np.testing.assert_allclose(batched, dense, rtol=1e-9)
+    # and it is the quadratic form of the exact residual: c * (p - t) = -c * others (x) x~
+    cur = logistic_curvature(clf, X, y)
+    g = cur.grads[far]
+    xt = np.append(X[far], 1.0)
+    if k == 2:
+        np.testing.assert_allclose(g, -others * xt, rtol=1e-9)

@@ -105,7 +105,7 @@ class LogisticObjective:
         self.penalty = torch.ones(self.q, dtype=torch.float64, device=dev)
         if self.fit_intercept:
             self.penalty[-1] = 0.0
-        self._probs_at: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._probs_at: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     # -- parameters ---------------------------------------------------------------------
     def full(self, theta: torch.Tensor) -> torch.Tensor:
@@ -133,18 +133,33 @@ class LogisticObjective:
         return coef, intercept
 
     # -- value and derivatives -------------------------------------------------------------
-    def probs(self, theta: torch.Tensor) -> torch.Tensor:
-        """p_i (n, rows): sigmoid of the one row, or the softmax (cached per theta)."""
+    def _forward(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z, p)``: logits and probabilities (cached per theta)."""
         if self._probs_at is not None and torch.equal(self._probs_at[0], theta):
-            return self._probs_at[1]
+            return self._probs_at[1], self._probs_at[2]
         z = self.design @ self.full(theta).to(self.dtype).T
         p = torch.sigmoid(z) if self.rows == 1 else torch.softmax(z, dim=1)
-        self._probs_at = (theta.clone(), p)
-        return p
+        self._probs_at = (theta.clone(), z, p)
+        return z, p
+
+    def probs(self, theta: torch.Tensor) -> torch.Tensor:
+        """p_i (n, rows): sigmoid of the one row, or the softmax."""
+        return self._forward(theta)[1]
 
     def residuals(self, theta: torch.Tensor) -> torch.Tensor:
-        """``c_i (p_i - t_i)`` (n, rows): point i's gradient is this times x~_i."""
-        return self.c[:, None] * (self.probs(theta) - self.target)
+        """``c_i (p_i - t_i)`` (n, rows): point i's gradient is this times x~_i.
+
+        ``p_y - 1`` is computed as ``-(sum of the other classes' p)`` (sigmoid:
+        ``-sigmoid(-z)``), not by subtracting from 1: for a point fitted to
+        ``p_y = 1 - 1e-15`` the subtraction keeps no correct digit, and its gradient,
+        and its influence (~1e-30), would be rounding noise."""
+        z, p = self._forward(theta)
+        if self.rows == 1:
+            r = torch.where(self.target > 0, -torch.sigmoid(-z), p)
+        else:
+            others = (p * (1.0 - self.target)).sum(1, keepdim=True)
+            r = torch.where(self.target > 0, -others, p)
+        return self.c[:, None] * r
 
     def value_and_grad(self, theta: torch.Tensor) -> tuple[float, torch.Tensor]:
         T = self.full(theta)

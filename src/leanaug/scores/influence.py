@@ -169,8 +169,10 @@ def logistic_curvature(
 
     if K == 2:
         p = expit(z[:, 0])
-        t = (label_idx == 1).astype(np.float64)
-        grads = (c * (p - t))[:, None] * Xt
+        # p - 1 as -expit(-z): subtracting from 1 keeps no digit of a well-fitted point's
+        # residual (p = 1 - 1e-15), whose gradient and influence would be rounding noise
+        resid = np.where(label_idx == 1, -expit(-z[:, 0]), p)
+        grads = (c * resid)[:, None] * Xt
         H = Xt.T @ ((c * p * (1.0 - p))[:, None] * Xt)
         H[np.diag_indices(q)] += penalty
         return LogisticCurvature(grads, _cholesky(H), 2, q, pinned=False)
@@ -178,7 +180,9 @@ def logistic_curvature(
     P = np.exp(z - z.max(axis=1, keepdims=True))
     P /= P.sum(axis=1, keepdims=True)
     R = P.copy()
-    R[np.arange(n), label_idx] -= 1.0
+    rows = np.arange(n)
+    R[rows, label_idx] = 0.0
+    R[rows, label_idx] = -R.sum(axis=1)  # p_y - 1 = -(sum of the others): no cancellation
     R *= c[:, None]
     grads = (R[:, :, None] * Xt[:, None, :]).reshape(n, K * q)
     H = np.empty((K * q, K * q))
