@@ -91,6 +91,11 @@ class Run:
         extra = ", end-to-end CNN retraining" if self.kind == "end_to_end" else ""
         if c.get("featurizer_refit"):
             extra += ", featurizer retrained for every fit"
+        weights = (c.get("featurizer_params") or {}).get("weights")
+        if weights:  # a featurizer loaded from a file: name it, it is what differs
+            extra += f", featurizer {Path(weights).stem}"
+        if any(str(p).startswith("coreset") for p in c.get("policies", [])):
+            extra += ", with the coreset policy"
         return f"{ds}, {what}, {c['augment']}, n_train = {self.n_train}{extra}"
 
     def budgets_at_fractions(self) -> list[tuple[float, int]]:
@@ -174,8 +179,9 @@ def run_block(run: Run, figures_rel: str | None) -> str:
         lines.append(
             f"Wall time: **{_minutes(wall)}**"
             + (f" over {len(inv)} invocations (resumed)" if len(inv) > 1 else "")
-            + f" on a {inv[-1]['cpus']}-core CPU shared with other jobs "
-            f"(1-minute load average {min(loads):.1f} to {max(loads):.1f} at start/end)."
+            + f" on a {inv[-1]['cpus']}-core CPU "
+            f"(1-minute load average {min(loads):.1f} to {max(loads):.1f} at start/end; "
+            "above about 2, other jobs shared the cores)."
         )
         lines.append("")
     f = run.featurizer
