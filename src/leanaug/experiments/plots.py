@@ -147,64 +147,23 @@ def plot_accuracy(
     metric = _metric(clean)
     summary = summarize(results, metric)
     scores = list(dict.fromkeys(results["score"]))
-    policies = sorted(set(results["policy"]))
-    # Red and green are kept for the two baselines.
-    palette = ["C0", "C1", "C4", "C9", "black", "C5", "C6", "C8", "C7", "navy", "olive"]
-    colors = {p: palette[i % len(palette)] for i, p in enumerate(policies)}
     key = BASELINE_KEY[metric]
-    no_aug = float(baselines["no_augmentation"][key])
-    full_aug = float(baselines["full_augmentation"][key])
-
+    lines = (float(baselines["no_augmentation"][key]), float(baselines["full_augmentation"][key]))
     ncols = min(3, len(scores))
     nrows = (len(scores) + ncols - 1) // ncols
     fig = Figure(figsize=(4.6 * ncols, 3.6 * nrows + 0.9), layout="constrained")
     axes = np.atleast_1d(
         fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
     ).ravel()
-    lo_y = min(no_aug, full_aug, float(summary["lo"].min()))
-    hi_y = max(no_aug, full_aug, float(summary["hi"].max()))
+    lo_y = min(*lines, float(summary["lo"].min()))
+    hi_y = max(*lines, float(summary["hi"].max()))
     pad = max(0.005, 0.08 * (hi_y - lo_y))
     for ax, score in zip(axes, scores, strict=False):
-        for policy in policies:
-            s = summary[(summary["score"] == score) & (summary["policy"] == policy)].sort_values(
-                "budget"
-            )
-            if s.empty:
-                continue
-            c = colors[policy]
-            n_trials = int(s["n"].max())
-            ax.plot(
-                s["budget"], s["mean"], marker="o", ms=3, lw=1.5, color=c, label=f"policy {policy}"
-            )
-            if n_trials > 1:
-                ax.fill_between(s["budget"], s["lo"], s["hi"], color=c, alpha=0.18, lw=0)
-        ax.axhline(no_aug, color="red", ls="--", lw=1.2, label=f"no augmentation ({no_aug:.3f})")
-        ax.axhline(
-            full_aug, color="green", ls="--", lw=1.2, label=f"full augmentation ({full_aug:.3f})"
-        )
+        _draw_score_panel(ax, summary[summary["score"] == score], sorted(set(results["policy"])),
+                          lines, log_x)  # fmt: skip
         ax.set_title(f"score: {score}", fontsize=10)
-        ax.grid(alpha=0.3)
         ax.set_ylim(lo_y - pad, hi_y + pad)
-        if log_x:
-            ax.set_xscale("log")
-    for ax in axes[len(scores) :]:
-        ax.set_visible(False)
-    for ax in axes[(nrows - 1) * ncols :]:
-        ax.set_xlabel("number of augmented training points")
-    for ax in axes[::ncols]:
-        ax.set_ylabel(METRICS[metric].replace("accuracy on the ", "accuracy, "))
-    seen: dict[str, Any] = {}
-    for ax in axes[: len(scores)]:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            seen.setdefault(lab, h)
-    fig.legend(
-        list(seen.values()),
-        list(seen.keys()),
-        loc="outside lower center",
-        ncols=min(4, len(seen)),
-        fontsize=9,
-        frameon=False,
-    )
+    _label_grid(fig, axes, len(scores), nrows, ncols, metric)
     refit = baselines.get("protocol") == PROTOCOL_REFIT
     fig.suptitle(
         title
@@ -215,11 +174,56 @@ def plot_accuracy(
     )
     stem = "accuracy_clean" if clean else "accuracy"
     out_dir = Path(out_dir)
-    paths = [
+    return [
         write_with(out_dir / f"{stem}.{ext}", lambda p: fig.savefig(p, dpi=130))
         for ext in ("png", "pdf")
     ]
-    return paths
+
+
+def _draw_score_panel(
+    ax: Any, summary: pd.DataFrame, policies: list[str], lines: tuple[float, float], log_x: bool
+) -> None:
+    """One score's curves (mean and 95 % band per policy) between the two baselines."""
+    # Red and green are kept for the two baselines.
+    palette = ["C0", "C1", "C4", "C9", "black", "C5", "C6", "C8", "C7", "navy", "olive"]
+    for i, policy in enumerate(policies):
+        s = summary[summary["policy"] == policy].sort_values("budget")
+        if s.empty:
+            continue
+        c = palette[i % len(palette)]
+        ax.plot(s["budget"], s["mean"], marker="o", ms=3, lw=1.5, color=c, label=f"policy {policy}")
+        if int(s["n"].max()) > 1:
+            ax.fill_between(s["budget"], s["lo"], s["hi"], color=c, alpha=0.18, lw=0)
+    no_aug, full_aug = lines
+    ax.axhline(no_aug, color="red", ls="--", lw=1.2, label=f"no augmentation ({no_aug:.3f})")
+    ax.axhline(
+        full_aug, color="green", ls="--", lw=1.2, label=f"full augmentation ({full_aug:.3f})"
+    )
+    ax.grid(alpha=0.3)
+    if log_x:
+        ax.set_xscale("log")
+
+
+def _label_grid(fig: Any, axes: np.ndarray, used: int, nrows: int, ncols: int, metric: str) -> None:
+    """Axis labels on the outer panels, unused panels hidden, one legend for all."""
+    for ax in axes[used:]:
+        ax.set_visible(False)
+    for ax in axes[(nrows - 1) * ncols :]:
+        ax.set_xlabel("number of augmented training points")
+    for ax in axes[::ncols]:
+        ax.set_ylabel(METRICS[metric].replace("accuracy on the ", "accuracy, "))
+    seen: dict[str, Any] = {}
+    for ax in axes[:used]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(lab, h)
+    fig.legend(
+        list(seen.values()),
+        list(seen.keys()),
+        loc="outside lower center",
+        ncols=min(4, len(seen)),
+        fontsize=9,
+        frameon=False,
+    )
 
 
 def _image_for_display(img: np.ndarray) -> tuple[np.ndarray, str | None]:

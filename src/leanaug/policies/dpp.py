@@ -171,57 +171,17 @@ class DPPPolicy(Policy):
     ) -> dict[int, Selection]:
         budgets = check_budgets(budgets, problem.n)
         rng = require_rng(rng, self.name)
-        out: dict[int, Selection] = {}
         positive = [b for b in budgets if b > 0]
         if not positive:
             return {b: Selection(np.empty(0, dtype=np.intp)) for b in budgets}
-        q = _quality_features(
-            problem.features, problem.scores if self.weighted else None, self.feature_scale
-        )
-        self.feature_rank_ = int(np.linalg.matrix_rank(q))
-        if max(positive) > self.feature_rank_:
-            warnings.warn(
-                f"dpp policy: budget {max(positive)} exceeds the rank {self.feature_rank_} of "
-                "the kernel's feature part; beyond it the draw is decided by the ridge "
-                f"eps={self.eps:g}, not by diversity",
-                UserWarning,
-                stacklevel=2,
-            )
-        lam, V = scipy.linalg.eigh(self.kernel(problem))
-        # Largest eigenvalues first: any order gives the same exact sampler, and with this
-        # one the polynomial table e_j(lambda_1..lambda_m) spans the least range.
-        lam, V = np.clip(lam[::-1], 0.0, None), V[:, ::-1]
-        rank = int(np.count_nonzero(lam > lam.max() * lam.size * np.finfo(float).eps))
-        if max(positive) > rank:
-            raise LeanaugError(
-                f"dpp policy: budget {max(positive)} exceeds the rank {rank} of the kernel L; use eps > 0"
-            )
+        self._warn_beyond_feature_rank(problem, max(positive))
+        lam, V = self._eigen(problem, max(positive))
         with np.errstate(divide="ignore"):
             log_lam = np.log(lam)
         logE = log_elementary_symmetric(log_lam, max(positive))
         seeds = {b: int(rng.integers(2**32 - 1)) for b in budgets}  # one per budget, in order
         self.samplers_: dict[int, str] = {}
-        for b in budgets:
-            if b == 0:
-                out[b] = Selection(np.empty(0, dtype=np.intp))
-                continue
-            if b == problem.n:  # det L_S with S = everything: the only subset of that size
-                out[b] = Selection(np.random.RandomState(seeds[b]).permutation(problem.n))
-                self.samplers_[b] = "all"
-                continue
-            log_c = self._rescale(logE[: b + 1])
-            if log_c is not None:
-                # A fresh FiniteDPP per budget: DPPy 0.3.3 caches its polynomial table from
-                # the first sample_exact_k_dpp call and never enlarges it for larger sizes.
-                dpp = FiniteDPP("likelihood", projection=False, L_eig_dec=(lam * np.exp(log_c), V))
-                sample = dpp.sample_exact_k_dpp(size=b, random_state=seeds[b])
-                self.samplers_[b] = "dppy"
-            else:
-                rs = np.random.RandomState(seeds[b])
-                Vk = _select_eigvecs_log(log_lam, V, b, logE, rs)
-                sample = proj_dpp_sampler_eig(Vk, mode="GS", random_state=rs)
-                self.samplers_[b] = "log-space"
-            out[b] = Selection(np.asarray(sample, dtype=np.intp))
+        out = {b: self._draw(b, problem.n, lam, V, log_lam, logE, seeds[b]) for b in budgets}
         out = dict(sorted(out.items()))
         for b, sel in out.items():
             if len(sel) != b or np.unique(sel.indices).size != b:
@@ -229,6 +189,63 @@ class DPPPolicy(Policy):
                     f"dpp policy: the k-DPP sampler returned {len(sel)} points for budget {b}"
                 )
         return out
+
+    def _warn_beyond_feature_rank(self, problem: SelectionProblem, budget: int) -> None:
+        q = _quality_features(
+            problem.features, problem.scores if self.weighted else None, self.feature_scale
+        )
+        self.feature_rank_ = int(np.linalg.matrix_rank(q))
+        if budget > self.feature_rank_:
+            warnings.warn(
+                f"dpp policy: budget {budget} exceeds the rank {self.feature_rank_} of "
+                "the kernel's feature part; beyond it the draw is decided by the ridge "
+                f"eps={self.eps:g}, not by diversity",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _eigen(self, problem: SelectionProblem, budget: int) -> tuple[np.ndarray, np.ndarray]:
+        """The kernel's eigenvalues (clipped at 0) and vectors, largest first."""
+        lam, V = scipy.linalg.eigh(self.kernel(problem))
+        # Largest eigenvalues first: any order gives the same exact sampler, and with this
+        # one the polynomial table e_j(lambda_1..lambda_m) spans the least range.
+        lam, V = np.clip(lam[::-1], 0.0, None), V[:, ::-1]
+        rank = int(np.count_nonzero(lam > lam.max() * lam.size * np.finfo(float).eps))
+        if budget > rank:
+            raise LeanaugError(
+                f"dpp policy: budget {budget} exceeds the rank {rank} of the kernel L; use eps > 0"
+            )
+        return lam, V
+
+    def _draw(
+        self,
+        b: int,
+        n: int,
+        lam: np.ndarray,
+        V: np.ndarray,
+        log_lam: np.ndarray,
+        logE: np.ndarray,
+        seed: int,
+    ) -> Selection:
+        """One exact k-DPP draw of size ``b`` (recording the sampler in ``samplers_``)."""
+        if b == 0:
+            return Selection(np.empty(0, dtype=np.intp))
+        if b == n:  # det L_S with S = everything: the only subset of that size
+            self.samplers_[b] = "all"
+            return Selection(np.random.RandomState(seed).permutation(n))
+        log_c = self._rescale(logE[: b + 1])
+        if log_c is not None:
+            # A fresh FiniteDPP per budget: DPPy 0.3.3 caches its polynomial table from
+            # the first sample_exact_k_dpp call and never enlarges it for larger sizes.
+            dpp = FiniteDPP("likelihood", projection=False, L_eig_dec=(lam * np.exp(log_c), V))
+            sample = dpp.sample_exact_k_dpp(size=b, random_state=seed)
+            self.samplers_[b] = "dppy"
+        else:
+            rs = np.random.RandomState(seed)
+            Vk = _select_eigvecs_log(log_lam, V, b, logE, rs)
+            sample = proj_dpp_sampler_eig(Vk, mode="GS", random_state=rs)
+            self.samplers_[b] = "log-space"
+        return Selection(np.asarray(sample, dtype=np.intp))
 
     @staticmethod
     def _rescale(logE: np.ndarray) -> float | None:
